@@ -1,0 +1,41 @@
+"""Where real data lives.
+
+The benchmark data (Lytro, NYU-D-100, the reference metric tables) is never shipped with the project.
+It is looked up, in order, at ``$REDIFFUSE_SHARED`` and at ``../shared`` next to the repository root.
+Everything that needs it must cope with ``shared_root() is None``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_root() -> Path | None:
+    """The folder holding ``data/`` and ``reference/``, or None when it is not present."""
+    env = os.environ.get("REDIFFUSE_SHARED")
+    candidates = [Path(env)] if env else []
+    candidates.append(REPO_ROOT.parent / "shared")
+    for c in candidates:
+        if (c / "data").is_dir() or (c / "reference").is_dir():
+            return c
+    return None
+
+
+def dataset_dir(name: str) -> Path | None:
+    """``<shared>/data/<name>`` if it exists (e.g. ``"Lytro"``, ``"NYU-D-100"``), else None."""
+    root = shared_root()
+    if root is None:
+        return None
+    p = root / "data" / name
+    return p if p.is_dir() else None
+
+
+def reference_dir() -> Path | None:
+    """``<shared>/reference/liu2020-benchmark`` if present, else None."""
+    root = shared_root()
+    if root is None:
+        return None
+    p = root / "reference" / "liu2020-benchmark"
+    return p if p.is_dir() else None

@@ -1,0 +1,30 @@
+import pytest
+import torch
+
+from rediffuse.paths import dataset_dir, reference_dir, shared_root
+
+# Small models run several times faster single-threaded on 2-core machines.
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def shared():
+    root = shared_root()
+    if root is None:
+        pytest.skip("../shared (real data) is not present")
+    return root
+
+
+@pytest.fixture
+def reference():
+    p = reference_dir()
+    if p is None:
+        pytest.skip("../shared/reference/liu2020-benchmark is not present")
+    return p
+
+
+def require_dataset(name: str):
+    p = dataset_dir(name)
+    if p is None:
+        pytest.skip(f"../shared/data/{name} is not present")
+    return p
