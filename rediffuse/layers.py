@@ -1,0 +1,150 @@
+"""Building blocks that keep a U-Net exactly C4-equivariant (see BRIEF §2 for the measurements).
+
+- ``FieldGroupNorm``: groups made of whole fields (all m orientations), one affine per field.
+- ``FieldTimeBias``: the time embedding adds one value per field, repeated over its orientations.
+- ``resize``: bilinear resampling to an explicit size with ``align_corners=False``. Its sample
+  positions ``(i + ½)·N/M − ½`` are mirror-symmetric for every N and M, and each axis is resampled
+  by its own length only, so it commutes with ``rot90`` at any size (odd, even, mixed). That removes
+  the need to pad the input to a "valid" size.
+
+Each block takes a ``conv`` kind: ``"bconv"``, ``"fconv"``, ``"gconv"`` (equivariant, ``m``
+orientations) or ``"plain"`` (ordinary convolutions over the same total channel count: the
+non-equivariant twin).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .bconv import GroupConv1x1, GroupConv2d, LiftConv2d, ProjectConv2d
+from .groups import FieldType
+
+__all__ = ["CONV_KINDS", "FieldGroupNorm", "FieldTimeBias", "resize", "Resample", "conv3x3", "conv1x1",
+           "lift_conv", "project_conv", "norm", "sinusoidal_embedding"]
+
+CONV_KINDS = ("bconv", "fconv", "gconv", "plain")
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in CONV_KINDS:
+        raise ValueError(f"unknown conv kind {kind!r}; choose one of {CONV_KINDS}")
+
+
+class FieldGroupNorm(nn.Module):
+    """GroupNorm over ``[B, C*m, H, W]`` whose groups hold whole fields; affine shared per field.
+
+    With ``m = 1`` this is ordinary GroupNorm (used by the plain twin).
+    """
+
+    def __init__(self, num_groups: int, fields: int, m: int = 4, eps: float = 1e-5):
+        super().__init__()
+        if fields % num_groups:
+            raise ValueError(f"{fields} fields cannot be split into {num_groups} groups of whole fields")
+        self.num_groups, self.fields, self.m, self.eps = num_groups, fields, m, eps
+        self.weight = nn.Parameter(torch.ones(fields))
+        self.bias = nn.Parameter(torch.zeros(fields))
+        t = FieldType("regular" if m > 1 else "trivial", max(m, 1), fields * m)
+        self.in_type = self.out_type = t
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # contiguous channel blocks of size (fields/groups)*m contain whole fields, so the
+        # statistics are shared across orientations automatically
+        x = F.group_norm(x, self.num_groups, eps=self.eps)
+        w = self.weight.repeat_interleave(self.m)[None, :, None, None]
+        b = self.bias.repeat_interleave(self.m)[None, :, None, None]
+        return x * w + b
+
+
+class FieldTimeBias(nn.Module):
+    """Time embedding ``[B, D]`` → a bias ``[B, C*m, 1, 1]`` with one value per field."""
+
+    def __init__(self, emb_dim: int, fields: int, m: int = 4):
+        super().__init__()
+        self.m = m
+        self.proj = nn.Linear(emb_dim, fields)
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        return self.proj(emb).repeat_interleave(self.m, dim=1)[:, :, None, None]
+
+
+def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resampling to ``size`` (align_corners=False): rot90-equivariant at any size.
+
+    Shrinking uses torch's anti-aliased bilinear filter so that halving an even grid is exactly a
+    2×2 average.
+    """
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+
+
+class Resample(nn.Module):
+    """Resize to half (``down``) or to a given size (``up``), then a 3×3 conv of the given kind.
+
+    Replaces the stride-2 conv / transposed conv of the official code, which break equivariance on
+    even grids (BRIEF §2).
+    """
+
+    def __init__(self, fields: int, kind: str, m: int, direction: str):
+        super().__init__()
+        if direction not in ("down", "up"):
+            raise ValueError("direction must be 'down' or 'up'")
+        self.direction = direction
+        self.conv = conv3x3(fields, fields, kind, m)
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        if self.direction == "down":
+            size = ((x.shape[-2] + 1) // 2, (x.shape[-1] + 1) // 2)
+        elif size is None:
+            size = (2 * x.shape[-2], 2 * x.shape[-1])
+        return self.conv(resize(x, size))
+
+
+def conv3x3(in_fields: int, out_fields: int, kind: str, m: int, inP: int | None = None) -> nn.Module:
+    """Fields → fields 3×3 conv; ``plain`` uses ``nn.Conv2d`` over ``fields*m`` channels."""
+    _check_kind(kind)
+    if kind == "plain":
+        return nn.Conv2d(in_fields * m, out_fields * m, 3, padding=1)
+    return GroupConv2d(in_fields, out_fields, 3, m=m, basis=kind, inP=inP)
+
+
+def conv1x1(in_fields: int, out_fields: int, kind: str, m: int) -> nn.Module:
+    _check_kind(kind)
+    if kind == "plain":
+        return nn.Conv2d(in_fields * m, out_fields * m, 1)
+    return GroupConv1x1(in_fields, out_fields, m=m)
+
+
+def lift_conv(in_channels: int, out_fields: int, kind: str, m: int, kernel_size: int = 3) -> nn.Module:
+    _check_kind(kind)
+    if kind == "plain":
+        return nn.Conv2d(in_channels, out_fields * m, kernel_size, padding=kernel_size // 2)
+    return LiftConv2d(in_channels, out_fields, kernel_size, m=m, basis=kind)
+
+
+def project_conv(in_fields: int, out_channels: int, kind: str, m: int, kernel_size: int = 3) -> nn.Module:
+    _check_kind(kind)
+    if kind == "plain":
+        return nn.Conv2d(in_fields * m, out_channels, kernel_size, padding=kernel_size // 2)
+    return ProjectConv2d(in_fields, out_channels, kernel_size, m=m, basis=kind)
+
+
+def norm(fields: int, kind: str, m: int, groups: int) -> nn.Module:
+    """GroupNorm with whole-field groups (equivariant) or plain GroupNorm (plain twin)."""
+    _check_kind(kind)
+    if kind == "plain":
+        return nn.GroupNorm(groups, fields * m)
+    return FieldGroupNorm(groups, fields, m)
+
+
+def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Transformer-style embedding of (possibly fractional) timesteps ``[B]`` → ``[B, dim]``."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    return F.pad(emb, (0, 1)) if dim % 2 else emb

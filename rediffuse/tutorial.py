@@ -1,0 +1,111 @@
+"""Run the tutorial notebooks with papermill (used by ``rediffuse tutorial`` and by the tests).
+
+Every notebook in ``notebooks/`` has a cell tagged ``parameters`` that takes at least:
+
+- ``SMOKE``        True: the small configuration that runs on a laptop CPU in minutes
+- ``DEVICE``       ``"auto"``, ``"cpu"`` or ``"cuda"``
+- ``RESULTS_PATH`` where the notebook writes its results JSON (``""``: nowhere)
+- ``OUTPUT_DIR``   where it saves figures
+
+Executed copies go to an output folder (``outputs/`` is git-ignored), never back into ``notebooks/``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from .paths import REPO_ROOT
+
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+DEFAULT_OUTPUT = REPO_ROOT / "outputs" / "tutorial"
+
+__all__ = ["list_notebooks", "run_notebook", "run_tutorial", "write_results", "resolve_device"]
+
+
+def list_notebooks(directory: Path | str = NOTEBOOK_DIR) -> list[Path]:
+    """Tutorial notebooks in order (``NN_name.ipynb``)."""
+    return sorted(p for p in Path(directory).glob("[0-9][0-9]_*.ipynb"))
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``"auto"`` → ``"cuda"`` when available, else ``"cpu"``; a CUDA request without CUDA is an error."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("CUDA was requested but this PyTorch build sees no GPU; use --device cpu")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"unknown device {device!r}; use auto, cpu or cuda")
+    return device
+
+
+def _finite(obj: Any) -> Any:
+    """JSON cannot hold NaN/inf portably: turn them into strings so they are seen, not hidden."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:  # numpy / torch scalars
+        return _finite(obj.item())
+    return obj
+
+
+def write_results(path: str | Path, results: dict) -> None:
+    """Write a notebook's results JSON atomically (no-op for an empty path)."""
+    if not path:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(_finite(results), indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+def run_notebook(notebook: Path | str, output_dir: Path | str = DEFAULT_OUTPUT, *, smoke: bool = True,
+                 device: str = "cpu", parameters: dict | None = None, timeout: int = 1800,
+                 progress: bool = False) -> dict:
+    """Execute one notebook; return its results JSON (also written to ``<output_dir>/<stem>.json``)."""
+    import papermill as pm
+
+    notebook = Path(notebook).resolve()
+    output_dir = Path(output_dir).resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    stem = notebook.stem
+    results_path = output_dir / f"{stem}.json"
+    results_path.unlink(missing_ok=True)
+    params = {"SMOKE": smoke, "DEVICE": device, "RESULTS_PATH": str(results_path),
+              "OUTPUT_DIR": str(output_dir / stem)}
+    params.update(parameters or {})
+    t0 = time.perf_counter()
+    pm.execute_notebook(str(notebook), str(output_dir / notebook.name), parameters=params,
+                        kernel_name="python3", cwd=str(notebook.parent), progress_bar=progress,
+                        execution_timeout=timeout)
+    elapsed = time.perf_counter() - t0
+    if not results_path.exists():
+        raise RuntimeError(f"{notebook.name} ran but wrote no results to RESULTS_PATH")
+    results = json.loads(results_path.read_text())
+    results.setdefault("wall_s", elapsed)
+    return results
+
+
+def run_tutorial(output_dir: Path | str = DEFAULT_OUTPUT, *, smoke: bool = True, device: str = "auto",
+                 only: list[str] | None = None) -> dict[str, dict]:
+    """Run every tutorial notebook in order; return ``{stem: results}``."""
+    from tqdm.auto import tqdm
+
+    device = resolve_device(device)
+    notebooks = list_notebooks()
+    if only:
+        notebooks = [nb for nb in notebooks if any(nb.stem.startswith(o) for o in only)]
+        if not notebooks:
+            raise ValueError(f"no notebook matches {only}; available: {[nb.stem for nb in list_notebooks()]}")
+    out = {}
+    for nb in tqdm(notebooks, desc="notebooks", unit="nb"):
+        out[nb.stem] = run_notebook(nb, output_dir, smoke=smoke, device=device)
+    return out
