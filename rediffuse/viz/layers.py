@@ -1,0 +1,137 @@
+"""Figures for notebook 01: bases, rotated filters, regular fields, and the rotation explorer."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ..bases import FilterBasis, rotated_coords
+from ..groups import rotate_image, rotate_image_angle
+
+
+def plot_basis(basis: FilterBasis, fine: int = 49, max_functions: int = 25):
+    """Each basis function drawn continuously (top of each pair) and sampled on the p×p grid."""
+    import matplotlib.pyplot as plt
+
+    g = torch.linspace(-1, 1, fine, dtype=torch.float64)
+    rr, cc = torch.meshgrid(g, g, indexing="ij")
+    cont = basis.functions(rr, cc).numpy()  # [fine, fine, R]
+    samp = basis.sample(1)[0].numpy()  # [p, p, R]
+    n = min(basis.dim, max_functions)
+    ncols = int(math.ceil(math.sqrt(n)))
+    nrows = int(math.ceil(n / ncols))
+    fig, axes = plt.subplots(2 * nrows, ncols, figsize=(1.3 * ncols, 2.6 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for j in range(n):
+        r, c = divmod(j, ncols)
+        v = float(np.abs(cont[..., j]).max()) or 1.0
+        axes[2 * r, c].imshow(cont[..., j], cmap="RdBu_r", vmin=-v, vmax=v)
+        axes[2 * r + 1, c].imshow(samp[..., j], cmap="RdBu_r", vmin=-v, vmax=v)
+    fig.suptitle(f"{basis.name}: {basis.dim} functions on a {basis.size}×{basis.size} filter (continuous / sampled)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_sample_points(size: int, m: int):
+    """Where orientation t samples the base filter: the p×p grid turned by −2πt/m."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(3.6, 3.6))
+    for t in range(m):
+        r, c = rotated_coords(size, 2 * math.pi * t / m)
+        ax.scatter(c.flatten(), -r.flatten(), s=14, label=f"t={t}")
+    ax.set_aspect("equal")
+    ax.set_title(f"sample points, m={m}, p={size}")
+    ax.legend(fontsize=7, loc="upper right", ncol=2)
+    return fig
+
+
+def plot_rotated_filters(layer, out_field: int = 0, in_index: int = 0):
+    """Orientations of one output field of a lifting layer (rows: fields, columns: t)."""
+    import matplotlib.pyplot as plt
+
+    with torch.no_grad():
+        filt = layer.expanded_filter().detach().cpu().double()
+    m, p = layer.m, layer.kernel_size
+    f = filt.reshape(-1, m, filt.shape[1], p, p)[out_field, :, in_index]  # [m, p, p]
+    v = float(f.abs().max()) or 1.0
+    fig, axes = plt.subplots(1, m, figsize=(1.4 * m, 1.6), squeeze=False)
+    for t in range(m):
+        axes[0, t].imshow(f[t].numpy(), cmap="RdBu_r", vmin=-v, vmax=v)
+        axes[0, t].set_title(f"{360 * t / m:.1f}°", fontsize=8)
+        axes[0, t].axis("off")
+    fig.suptitle(f"one learned filter, {m} orientations ({type(layer).__name__}, {layer.basis.name})", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_fields(h: torch.Tensor, m: int, fields: int = 3, title: str = ""):
+    """Regular fields ``[1, C*m, H, W]``: rows are fields, columns orientations."""
+    import matplotlib.pyplot as plt
+
+    h = h.detach().cpu().float()[0]
+    C = h.shape[0] // m
+    fields = min(fields, C)
+    hv = h.reshape(C, m, *h.shape[-2:])
+    fig, axes = plt.subplots(fields, m, figsize=(1.5 * m, 1.5 * fields), squeeze=False)
+    for i in range(fields):
+        v = float(hv[i].abs().max()) or 1.0
+        for t in range(m):
+            axes[i, t].imshow(hv[i, t].numpy(), cmap="RdBu_r", vmin=-v, vmax=v)
+            axes[i, t].set_xticks([]), axes[i, t].set_yticks([])
+            if i == 0:
+                axes[i, t].set_title(f"t={t}", fontsize=8)
+        axes[i, 0].set_ylabel(f"field {i}", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def rotation_explorer(lift, image: torch.Tensor, field: int = 0):
+    """Slider over rotations of the input; the lifted field rotates and its orientations cycle.
+
+    Returns ``(widget, draw)``; ``draw(step)`` makes the figure for one rotation (``step`` elements of
+    C_m) so notebooks can also call it statically. Each orientation panel is *un-rotated* back, which
+    makes the cyclic shift of the orientation axis visible as a shift of the panels.
+    """
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+
+    m = lift.m
+
+    def draw(step: int = 0):
+        with torch.no_grad():
+            if (4 * step) % m == 0:
+                xr = rotate_image(image, 4 * step // m)
+            else:
+                xr = rotate_image_angle(image, 2 * math.pi * step / m)
+            h = lift(xr)[0].reshape(-1, m, *xr.shape[-2:])[field]
+        fig, axes = plt.subplots(2, m + 1, figsize=(1.6 * (m + 1), 3.4), squeeze=False)
+        axes[0, 0].imshow(xr[0].permute(1, 2, 0).squeeze().clamp(0, 1).numpy(), cmap="gray")
+        axes[0, 0].set_title(f"input, {360 * step / m:.1f}°", fontsize=8)
+        axes[1, 0].axis("off")
+        v = float(h.abs().max()) or 1.0
+        for t in range(m):
+            axes[0, t + 1].imshow(h[t].numpy(), cmap="RdBu_r", vmin=-v, vmax=v)
+            axes[0, t + 1].set_title(f"orientation {t}", fontsize=8)
+            back = h[t][None, None]
+            back = rotate_image(back, -4 * step // m) if (4 * step) % m == 0 else \
+                rotate_image_angle(back, -2 * math.pi * step / m)
+            axes[1, t + 1].imshow(back[0, 0].numpy(), cmap="RdBu_r", vmin=-v, vmax=v)
+            axes[1, t + 1].set_title("turned back", fontsize=7)
+        for ax in axes.flat:
+            ax.set_xticks([]), ax.set_yticks([])
+        fig.suptitle(f"field {field}: space rotates, orientation channels shift by {step}", fontsize=9)
+        fig.tight_layout()
+        return fig
+
+    def _update(step):
+        fig = draw(step)
+        plt.show(fig)
+
+    slider = widgets.IntSlider(value=0, min=0, max=m - 1, description=f"step (2π/{m})")
+    widget = widgets.interactive(_update, step=slider)
+    return widget, draw

@@ -1,0 +1,73 @@
+"""Every tutorial notebook runs end to end (smoke configuration) and its numbers hold.
+
+New notebooks (``notebooks/NN_name.ipynb``) are picked up automatically and get the generic checks;
+``CHECKS`` adds notebook-specific assertions on the results JSON.
+"""
+import json
+import math
+
+import pytest
+
+from rediffuse.paths import REPO_ROOT
+from rediffuse.tutorial import list_notebooks, run_notebook
+
+OUT = REPO_ROOT / "outputs" / "test-notebooks"
+NOTEBOOKS = list_notebooks()
+
+
+def _numbers(obj):
+    if isinstance(obj, bool):
+        return
+    if isinstance(obj, (int, float)):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _numbers(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _numbers(v)
+
+
+def check_01_bconv(r):
+    for key, err in r["c4_error"].items():
+        assert err <= (1e-5 if key.endswith("float32") else 1e-12), (key, err)
+    assert r["plain_cnn_error_90"] > 0.05
+    for basis in ("bconv", "fconv"):
+        errs = r["m8_45deg"][basis]
+        assert all(a > b for a, b in zip(errs, errs[1:])), errs
+    assert {int(m): v for m, v in r["param_ratio"].items()} == {4: 0.25, 8: 0.125, 16: 0.0625}
+    assert r["explorer_cycle_error"] < 1e-5
+    assert r["runtime_s"] < 180
+
+
+CHECKS = {"01_bconv": check_01_bconv}
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "notebooks/ holds no NN_*.ipynb"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_is_committed_clean(nb):
+    cells = json.loads(nb.read_text())["cells"]
+    code = [c for c in cells if c["cell_type"] == "code"]
+    assert not any(c.get("outputs") or c.get("execution_count") for c in code), "strip outputs before committing"
+    params = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(params) == 1, "exactly one cell must be tagged 'parameters'"
+    src = "".join(params[0]["source"])
+    for name in ("SMOKE", "DEVICE", "RESULTS_PATH", "OUTPUT_DIR"):
+        assert f"{name} =" in src, f"parameters cell lacks {name}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs(nb):
+    results = run_notebook(nb, OUT, smoke=True, device="cpu")
+    assert results, "empty results JSON"
+    assert "runtime_s" in results
+    for x in _numbers(results):
+        assert math.isfinite(x), results
+    check = CHECKS.get(nb.stem)
+    if check is not None:
+        check(results)
+    assert (OUT / nb.name).exists() and not (nb.parent / f"{nb.stem}.results.json").exists()
