@@ -83,25 +83,27 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 class Resample(nn.Module):
-    """Resize to half (``down``) or to a given size (``up``), then a 3×3 conv of the given kind.
+    """Resize (``"down"``: halve, rounding up; ``"up"``: to a given size; ``"none"``), then a 3×3 conv.
 
     Replaces the stride-2 conv / transposed conv of the official code, which break equivariance on
-    even grids (BRIEF §2).
+    even grids (BRIEF §2). The conv also changes the width: ``in_fields → out_fields``.
     """
 
-    def __init__(self, fields: int, kind: str, m: int, direction: str):
+    def __init__(self, in_fields: int, out_fields: int, kind: str, m: int, direction: str):
         super().__init__()
-        if direction not in ("down", "up"):
-            raise ValueError("direction must be 'down' or 'up'")
+        if direction not in ("down", "up", "none"):
+            raise ValueError("direction must be 'down', 'up' or 'none'")
         self.direction = direction
-        self.conv = conv3x3(fields, fields, kind, m)
+        self.conv = conv3x3(in_fields, out_fields, kind, m)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         if self.direction == "down":
-            size = ((x.shape[-2] + 1) // 2, (x.shape[-1] + 1) // 2)
-        elif size is None:
-            size = (2 * x.shape[-2], 2 * x.shape[-1])
-        return self.conv(resize(x, size))
+            x = resize(x, ((x.shape[-2] + 1) // 2, (x.shape[-1] + 1) // 2))
+        elif self.direction == "up":
+            if size is None:
+                raise ValueError("upsampling needs the target size (the matching encoder level's)")
+            x = resize(x, tuple(size))
+        return self.conv(x)
 
 
 def conv3x3(in_fields: int, out_fields: int, kind: str, m: int, inP: int | None = None) -> nn.Module:
