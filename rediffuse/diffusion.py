@@ -214,10 +214,25 @@ def _from_x0(out: Tensor, x_t: Tensor, a: Tensor, s: Tensor, cond: Tensor | None
     return out, (x_t - a * out) / s
 
 
+def _from_weights(out: Tensor, x_t: Tensor, a: Tensor, s: Tensor, cond: Tensor | None):
+    """Weight-map fusion (DRFusion's fusion constraint): x̂0 = w·I_A + (1 − w)·I_B, w = sigmoid(out).
+
+    ``cond`` holds the two sources ``[B, 2·C, H, W]``. The output stays a per-pixel convex
+    combination of the sources, so in-focus source pixels can be copied exactly.
+    """
+    if cond is None or cond.shape[1] != 2 * out.shape[1]:
+        raise ValueError("the 'weights' prediction needs cond = the two sources [B, 2*C, H, W]")
+    c = out.shape[1]
+    w = torch.sigmoid(out)
+    x0 = w * cond[:, :c] + (1 - w) * cond[:, c:]
+    return x0, (x_t - a * x0) / s
+
+
 # name -> (converter, space the training loss is taken in by default: "eps" or "x0")
 PREDICTIONS: dict[str, tuple[Converter, str]] = {
     "eps": (_from_eps, "eps"),
     "x0": (_from_x0, "x0"),
+    "weights": (_from_weights, "x0"),
 }
 
 
