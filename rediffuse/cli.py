@@ -48,6 +48,30 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from .evaluate import evaluate_folder, leaderboard, make_method, markdown_table, mean_table
+    from .tutorial import resolve_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    methods = [make_method(m, sampler=args.sampler, steps=args.steps, device=device) for m in args.method]
+    rows = evaluate_folder(args.dataset, methods, args.output, limit=args.limit, save_images=not args.no_images)
+    table = mean_table(rows)
+    print(markdown_table(table, title=f"{Path(args.dataset).name}: means over {len({r['image'] for r in rows})} images"))
+    if args.leaderboard:
+        board = leaderboard(table, images=sorted({r["image"] for r in rows}))
+        text = markdown_table(board, title="Leaderboard (published: Liu et al. 2020 toolbox values)")
+        (Path(args.output) / "leaderboard.md").write_text(text)
+        print(text)
+    print(f"-> {args.output}/per_image.csv, {args.output}/summary.md")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rediffuse",
@@ -102,6 +126,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.set_defaults(func=_train)
+
+    p = sub.add_parser(
+        "evaluate", help="fuse a dataset with some methods and score them (six no-reference metrics)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Fuse every pair of DATASET (a folder with A/, B/ and optional GT/) with each method,\n"
+                    "score QMI, QG, Qabf, QP, QE, MS-SSIM (and PSNR/SSIM against GT/), and write fused\n"
+                    "images, per_image.csv and summary.md to the output folder.",
+        epilog="examples:\n  rediffuse evaluate ../shared/data/Lytro -m gff average -o outputs/eval --leaderboard\n"
+               "  rediffuse evaluate ../shared/data/NYU-D-100 -m checkpoints/rediffuse-weights-bconv.pt "
+               "--steps 3 -o outputs/nyu")
+    p.add_argument("dataset", help="folder with A/, B/ (and GT/) of matching file names")
+    p.add_argument("-m", "--method", nargs="+", required=True,
+                   help="baseline names (average, laplacian, focus-select, gff) and/or checkpoint files (*.pt)")
+    p.add_argument("-o", "--output", default="outputs/evaluate", help="output folder (default: %(default)s)")
+    p.add_argument("--sampler", default=None, help="sampler for checkpoints (default: the model's own)")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps for checkpoints")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images")
+    p.add_argument("--leaderboard", action="store_true", help="merge with the published Lytro results")
+    p.add_argument("--no-images", action="store_true", help="do not write the fused images")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: %(default)s")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.set_defaults(func=_evaluate)
     return parser
 
 

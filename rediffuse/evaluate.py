@@ -1,0 +1,174 @@
+"""Score fusion methods on a dataset folder and build the Lytro leaderboard.
+
+A *method* is a classical baseline name (``"gff"``, ``"average"``, …) or a checkpoint path (``*.pt``)
+with a sampler and step count. ``evaluate_folder`` fuses every pair, scores it with
+``rediffuse.metrics`` and writes::
+
+    OUT/<method>/fused/<stem>.png   the fused images
+    OUT/per_image.csv               one row per (image, method)
+    OUT/summary.md                  the mean table (markdown)
+
+For Lytro, ``leaderboard`` puts our means next to the 18 published methods of Liu et al. (2020),
+scored by the reference MATLAB toolbox on the same source images; our metric code reproduces that
+toolbox (``tests/test_metrics.py``), so the rows are comparable.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .baselines import BASELINES, get_baseline
+from .data import FusionFolder
+from .imageio import write_image
+from .metrics import evaluate as score_triple
+from .paths import reference_dir
+
+__all__ = ["Method", "make_method", "evaluate_folder", "mean_table", "leaderboard", "markdown_table",
+           "LEADERBOARD_METRICS"]
+
+LEADERBOARD_METRICS = ("QMI", "QG", "QP", "QE")  # the columns the reference CSV shares with ours
+
+
+@dataclass
+class Method:
+    name: str
+    fuse: Callable[[list[np.ndarray]], np.ndarray]
+
+
+def make_method(spec: str, *, sampler: str | None = None, steps: int | None = None, device: str = "cpu",
+                seed: int = 0, name: str | None = None) -> Method:
+    """A baseline by name, or a checkpoint (path ending in ``.pt``) with its sampler settings."""
+    if spec in BASELINES:
+        return Method(name or spec, get_baseline(spec))
+    if spec.endswith(".pt") or Path(spec).is_file():
+        from .fuse import FusionModel, fuse
+
+        fm = FusionModel(spec, device=device)
+        s_name, s_steps = fm.default_sampler()
+        s_name, s_steps = sampler or s_name, steps or s_steps
+        label = name or f"{Path(spec).stem} ({s_name}, {s_steps} steps)"
+        return Method(label, lambda imgs: fuse(imgs, fm, sampler=s_name, steps=s_steps, seed=seed))
+    raise ValueError(f"unknown method {spec!r}: use a baseline ({', '.join(sorted(BASELINES))}) "
+                     "or a checkpoint file (*.pt)")
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("_")
+
+
+def evaluate_folder(folder: str | Path, methods: Sequence[Method], out_dir: str | Path | None = None, *,
+                    stems: Sequence[str] | None = None, limit: int | None = None, save_images: bool = True,
+                    progress: bool = True) -> list[dict]:
+    """Fuse and score every item of ``folder`` (``A/``, ``B/``, optional ``GT/``) with each method.
+
+    Returns rows ``{"image", "method", "QMI", "QG", "Qabf", "QP", "QE", "MS-SSIM", ["PSNR", "SSIM"],
+    "seconds"}``; with ``out_dir`` also writes fused images, ``per_image.csv`` and ``summary.md``.
+    Only the first two sources of a stack are scored (the metrics are defined for pairs).
+    """
+    from tqdm.auto import tqdm
+
+    ds = FusionFolder(folder, stems=stems)
+    items = ds.stems[:limit] if limit else ds.stems
+    out = Path(out_dir) if out_dir else None
+    rows: list[dict] = []
+    bar = tqdm(total=len(items) * len(methods), desc="evaluate", unit="img", disable=not progress)
+    for stem in items:
+        imgs = ds.load(stem)
+        sources = [imgs[k] for k in ds.sources]
+        for method in methods:
+            t0 = time.perf_counter()
+            fused = method.fuse(sources)
+            seconds = time.perf_counter() - t0
+            row = {"image": stem, "method": method.name}
+            row.update(score_triple(sources[0], sources[1], fused, gt=imgs.get("GT")))
+            row["seconds"] = seconds
+            rows.append(row)
+            if out is not None and save_images:
+                write_image(out / _safe(method.name) / "fused" / f"{stem}.png", fused)
+            bar.update(1)
+    bar.close()
+    if out is not None:
+        write_rows(out / "per_image.csv", rows)
+        table = mean_table(rows)
+        (out / "summary.md").write_text(markdown_table(table, title=f"Means over {len(items)} images of {Path(folder).name}"))
+    return rows
+
+
+def write_rows(path: str | Path, rows: Sequence[dict]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
+
+
+def mean_table(rows: Sequence[dict]) -> dict[str, dict[str, float]]:
+    """``{method: {metric: mean over images}}`` (NaNs ignored), methods in first-seen order."""
+    table: dict[str, dict[str, list[float]]] = {}
+    for r in rows:
+        d = table.setdefault(r["method"], {})
+        for k, v in r.items():
+            if k in ("image", "method") or not isinstance(v, (int, float)):
+                continue
+            d.setdefault(k, []).append(float(v))
+    return {m: {k: (float(np.nanmean(v)) if not all(math.isnan(x) for x in v) else math.nan) for k, v in d.items()}
+            for m, d in table.items()}
+
+
+def leaderboard(ours: dict[str, dict[str, float]], reference_csv: str | Path | None = None,
+                images: Sequence[str] | None = None) -> list[dict]:
+    """Published methods (means over the same images) and ours, sorted by QMI, best first.
+
+    Each row: ``{"method", "source" ("published" or "ours"), QMI, QG, QP, QE}``.
+    """
+    if reference_csv is None:
+        ref = reference_dir()
+        if ref is None:
+            raise FileNotFoundError("the reference tables (../shared/reference/liu2020-benchmark) are not present")
+        reference_csv = ref / "reference_lytro.csv"
+    with open(reference_csv) as f:
+        ref_rows = list(csv.DictReader(f))
+    if images is not None:
+        keep = set(images)
+        ref_rows = [r for r in ref_rows if r["image"] in keep]
+    published: dict[str, dict[str, list[float]]] = {}
+    for r in ref_rows:
+        d = published.setdefault(r["method"], {})
+        for k in LEADERBOARD_METRICS:
+            d.setdefault(k, []).append(float(r[k]))
+    board = [{"method": m, "source": "published", **{k: float(np.mean(v)) for k, v in d.items()}}
+             for m, d in published.items()]
+    board += [{"method": m, "source": "ours", **{k: d.get(k, math.nan) for k in LEADERBOARD_METRICS}}
+              for m, d in ours.items()]
+    return sorted(board, key=lambda r: -r["QMI"])
+
+
+def markdown_table(table: dict[str, dict[str, float]] | list[dict], title: str = "", digits: int = 4) -> str:
+    """A markdown table from ``mean_table`` output or from ``leaderboard`` rows."""
+    if isinstance(table, dict):
+        rows = [{"method": m, **v} for m, v in table.items()]
+    else:
+        rows = list(table)
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    lines = [f"### {title}", ""] if title else []
+    lines.append("| " + " | ".join(cols) + " |")
+    lines.append("|" + "---|" * len(cols))
+    for r in rows:
+        cells = []
+        for c in cols:
+            v = r.get(c, "")
+            if isinstance(v, float):
+                v = "–" if math.isnan(v) else (f"{v:.2f}" if c in ("PSNR", "seconds") else f"{v:.{digits}f}")
+            cells.append(str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
