@@ -172,3 +172,36 @@ def markdown_table(table: dict[str, dict[str, float]] | list[dict], title: str =
             cells.append(str(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def fusion_equivariance_maps(fm, y_a, y_b, ks: Sequence[int] = (1, 2, 3), steps: int | None = None,
+                             seed: int = 0) -> dict[int, np.ndarray]:
+    """``|Φ(rot I) − rot Φ(I)|`` of a trained fusion model, per quarter turn ``k``.
+
+    ``fm`` is a ``fuse.FusionModel``; ``y_a``, ``y_b`` are ``[1, 1, H, W]`` in [-1, 1]. The sampler's
+    starting noise is rotated together with the sources, so any error comes from the network itself.
+    Maps are ``[H, W]`` in grey levels (0–255 scale).
+    """
+    import torch
+
+    from .diffusion import get_sampler
+    from .groups import rotate_image
+
+    name, k_default = fm.default_sampler()
+    steps = steps or k_default
+    sampler = get_sampler(name)
+    g = torch.Generator().manual_seed(seed)
+    x_T = torch.randn(y_a.shape, generator=g)
+
+    def run(a, b, noise):
+        cond = torch.cat([a, b], 1).to(fm.device)
+        with torch.no_grad():
+            return sampler(fm.model, cond, a.shape, fm.schedule, steps, x_T=noise.to(fm.device),
+                           prediction=fm.prediction).cpu()
+
+    base = run(y_a, y_b, x_T)
+    maps = {}
+    for k in ks:
+        out = run(rotate_image(y_a, k), rotate_image(y_b, k), rotate_image(x_T, k))
+        maps[k] = (127.5 * (out - rotate_image(base, k)).abs())[0, 0].double().numpy()
+    return maps

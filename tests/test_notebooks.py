@@ -50,7 +50,24 @@ def check_03_train_rediffuse(r):
     assert r["runtime_s"] < 600
 
 
-CHECKS = {"01_bconv": check_01_bconv, "03_train_rediffuse": check_03_train_rediffuse}
+def check_04_evaluate_fusion(r):
+    ours = r["ours"]
+    for b in ("average", "focus-select", "gff"):
+        assert 0.3 < ours[b]["QMI"] < 2 and 0.3 < ours[b]["QG"] < 0.98, (b, ours[b])
+    assert ours["gff"]["QG"] > ours["average"]["QG"] + 0.05  # edges survive GFF, not averaging
+    if "gff_vs_published" in r:  # same method, two implementations: close on every metric
+        assert all(abs(v) < 0.01 for v in r["gff_vs_published"].values()), r["gff_vs_published"]
+        assert len(r["leaderboard"]) >= 18 + 4
+    for name, errs in r["equivariance_max_error"].items():
+        if "Rot-E" in name:
+            assert max(errs.values()) < 0.01, (name, errs)  # grey levels, float32
+        else:
+            assert max(errs.values()) > 0.1, (name, errs)
+    assert r["runtime_s"] < 600
+
+
+CHECKS = {"01_bconv": check_01_bconv, "03_train_rediffuse": check_03_train_rediffuse,
+          "04_evaluate_fusion": check_04_evaluate_fusion}
 
 
 def test_there_are_notebooks():
