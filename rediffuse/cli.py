@@ -60,7 +60,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     methods = [make_method(m, sampler=args.sampler, steps=args.steps, device=device) for m in args.method]
-    rows = evaluate_folder(args.dataset, methods, args.output, limit=args.limit, save_images=not args.no_images)
+    rows = evaluate_folder(args.dataset, methods, args.output, stems=args.stems or None, limit=args.limit,
+                           save_images=not args.no_images)
     table = mean_table(rows)
     print(markdown_table(table, title=f"{Path(args.dataset).name}: means over {len({r['image'] for r in rows})} images"))
     if args.leaderboard:
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", default=None, help="sampler for checkpoints (default: the model's own)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps for checkpoints")
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
+    p.add_argument("--stems", nargs="*", metavar="STEM", help="only these file stems (e.g. held-out pairs)")
     p.add_argument("--leaderboard", action="store_true", help="merge with the published Lytro results")
     p.add_argument("--no-images", action="store_true", help="do not write the fused images")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: %(default)s")
