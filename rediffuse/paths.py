@@ -1,7 +1,7 @@
 """Where real data lives.
 
 The benchmark data (Lytro, NYU-D-100, the reference metric tables) is never shipped with the project.
-It is looked up, in order, at ``$REDIFFUSE_SHARED`` and at ``../shared`` next to the repository root.
+It is looked up at ``$REDIFFUSE_SHARED`` when that is set, else at ``../shared`` next to the repository.
 Everything that needs it must cope with ``shared_root() is None``.
 """
 from __future__ import annotations
@@ -15,8 +15,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def shared_root() -> Path | None:
     """The folder holding ``data/`` and ``reference/``, or None when it is not present."""
     env = os.environ.get("REDIFFUSE_SHARED")
-    candidates = [Path(env)] if env else []
-    candidates.append(REPO_ROOT.parent / "shared")
+    # an explicit setting wins, even when it holds nothing (``REDIFFUSE_SHARED=/nonexistent`` runs
+    # everything as a fresh clone without the data would)
+    candidates = [Path(env)] if env is not None else [REPO_ROOT.parent / "shared"]
     for c in candidates:
         if (c / "data").is_dir() or (c / "reference").is_dir():
             return c
