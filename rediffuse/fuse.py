@@ -1,75 +1,460 @@
 """The fusion pipeline: a trained U-Net + a sampler, applied to the luminance of a focus stack.
 
-Colour images are fused in YCbCr: Y by the model, Cb/Cr by the saturation-weighted rule of the
-paper (``data.fuse_chroma``). Stacks of more than two images are folded pairwise: ((I₁ ⊕ I₂) ⊕ I₃) ….
+``fuse(images, model)`` takes a focus stack (arrays or file names) and returns the fused ``uint8``
+image, the size of the inputs:
+
+- **Colour.** Colour images are fused in Y'CbCr (BRIEF §3): Y by the model, Cb and Cr by the
+  saturation-weighted rule ``Σ C_i |C_i − 128| / Σ |C_i − 128|`` over *all* sources
+  (``data.recombine``, applied in row strips so large images stay cheap). Grey stacks give grey
+  output. A stack mixing grey and colour is fused in colour, the grey images counting as neutral
+  (R = G = B, chroma 128, so they take no part in the chroma rule); a ``UserWarning`` says so.
+- **Stacks of N ≥ 2 images.** The luminance is folded pairwise, F = ((Y₁ ⊕ Y₂) ⊕ Y₃) ⊕ …, each
+  ⊕ a full sampling run with the same seed; the chroma rule takes all N sources at once. The fold
+  depends on the order of the images (as every pairwise fold does).
+- **Any size.** The U-Net accepts any size from its ``min_size`` up (it pads internally to keep
+  its rot90 symmetry). Images with a side below ``min_size`` but at least ``MIN_SIDE`` (8) pixels
+  are reflect-padded up to ``min_size`` and cropped back; anything smaller is refused (there is
+  nothing meaningful to fuse in a strip a few pixels wide).
+- **Bounded memory: overlapping tiles.** With ``tile=N`` (default ``"auto"``: about 0.75 GiB of
+  network activations per tile, 768 px for the default model) an image with a side longer than
+  ``N`` is covered by a grid of overlapping tiles of at most N×N pixels. Tiling happens *inside
+  every sampling step*: the sampler keeps the whole-image state x_t (its initial noise x_T is drawn
+  once for the whole image, so it does not depend on the tiling), and each network evaluation is
+  computed tile by tile and blended with raised-cosine windows (weights ramping smoothly over the
+  overlap, normalised to sum to one). Every step therefore starts from one consistent image, and
+  there are no seams; the only differences to an untiled run come from what a tile's network does
+  not see (context beyond the tile and its GroupNorm statistics), which the overlap keeps small.
+  ``tile=0`` (or ``None``) processes whole images.
+- **Checks.** Non-finite network output or samples raise a ``RuntimeError`` naming the step (a
+  broken or diverged checkpoint); a checkpoint with non-finite weights or the wrong shape of model
+  is refused at load time with a one-line ``ValueError``.
 """
 from __future__ import annotations
 
+import math
+import os
+import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence, Union
 
 import numpy as np
 import torch
 
 from .data import luminance, recombine
-from .diffusion import get_sampler, get_schedule
+from .diffusion import PREDICTIONS, SAMPLERS, get_sampler, get_schedule
+from .imageio import read_image_float
 from .paths import REPO_ROOT
 from .train import load_model
 
-__all__ = ["FusionModel", "DEFAULT_CHECKPOINT", "fuse"]
+__all__ = [
+    "FusionModel", "DEFAULT_CHECKPOINT", "MIN_SIDE", "TILE_BUDGET_BYTES", "fuse", "load_stack_image", "check_stack",
+    "plan_tiles", "tile_window",
+]
 
 DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "rediffuse-weights-bconv.pt"
 
+#: Images with a side shorter than this are refused; from here up to the network's ``min_size`` they
+#: are reflect-padded.
+MIN_SIDE = 8
+
+#: Activation memory aimed at per tile by ``tile="auto"``.
+TILE_BUDGET_BYTES = 768 * 2**20
+
+# Peak activation bytes per pixel and per base channel of a U-Net forward pass without gradients,
+# measured on the default model (base 16, mults 1 2 4: ≈ 1.27 kB/px at 512²) and rounded up.
+_BYTES_PER_PX_PER_BASE_CHANNEL = 80
+
+ImageLike = Union[np.ndarray, str, os.PathLike]
+
+
+# --------------------------------------------------------------------------------------------------
+# Tiles
+# --------------------------------------------------------------------------------------------------
+
+
+def _axis_tiles(n: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+    """Intervals ``[a, b)`` covering ``0..n``: the fewest tiles of at most ``tile`` that overlap by
+    at least ``overlap``, all of one length and spread evenly (first at 0, last ending at n)."""
+    if tile <= 0 or n <= tile:
+        return [(0, n)]
+    if not 0 <= overlap < tile:
+        raise ValueError(f"overlap must be ≥ 0 and smaller than the tile ({tile}), got {overlap}")
+    k = math.ceil((n - overlap) / (tile - overlap))
+    side = min(tile, math.ceil((n + (k - 1) * overlap) / k))
+    while True:
+        starts = [round(i * (n - side) / (k - 1)) for i in range(k)]
+        # rounding the starts may cost a pixel of overlap: widen the tiles by one where it did
+        if side >= tile or all(starts[i] + side - starts[i + 1] >= overlap for i in range(k - 1)):
+            return [(s, s + side) for s in starts]
+        side += 1
+
+
+def plan_tiles(height: int, width: int, tile: int | None, overlap: int) -> list[tuple[int, int, int, int]]:
+    """Tiles ``(top, bottom, left, right)`` covering a ``height × width`` image (one tile if it fits)."""
+    tile = int(tile or 0)
+    return [(t, b, l, r) for t, b in _axis_tiles(height, tile, overlap) for l, r in _axis_tiles(width, tile, overlap)]
+
+
+def tile_window(length: int, ramp_start: bool, ramp_end: bool, overlap: int) -> torch.Tensor:
+    """1-D blending weights of a tile: raised-cosine ramps 0 → 1 over ``overlap`` pixels at the ends
+    that border another tile, 1 elsewhere (and at the image border). Strictly positive."""
+    w = torch.ones(length, dtype=torch.float64)
+    r = min(overlap, length)
+    if r > 0:
+        ramp = 0.5 - 0.5 * torch.cos(math.pi * (torch.arange(r, dtype=torch.float64) + 0.5) / r)
+        if ramp_start:
+            w[:r] *= ramp
+        if ramp_end:
+            w[length - r:] *= ramp.flip(0)
+    return w
+
+
+class _TiledNet:
+    """``model(x_t, t, cond)`` for the samplers: the network evaluated tile by tile and blended.
+
+    Also checks every output for NaN/inf and reports each evaluation to ``on_eval``.
+    """
+
+    def __init__(self, net: torch.nn.Module, height: int, width: int, tile: int | None, overlap: int,
+                 on_eval: Callable[[], None] | None):
+        self.net = net
+        self.tiles = plan_tiles(height, width, tile, overlap)
+        self.overlap = overlap
+        self.height, self.width = height, width
+        self.on_eval = on_eval
+        self._wsum: torch.Tensor | None = None
+
+    def _window(self, t: int, b: int, l: int, r: int, device) -> torch.Tensor:
+        wy = tile_window(b - t, t > 0, b < self.height, self.overlap)
+        wx = tile_window(r - l, l > 0, r < self.width, self.overlap)
+        return (wy[:, None] * wx[None, :]).to(device=device, dtype=torch.float32)
+
+    def _check(self, out: torch.Tensor, t: torch.Tensor, where: str) -> None:
+        if not bool(torch.isfinite(out).all()):
+            step = int(t.reshape(-1)[0])
+            raise RuntimeError(f"the network produced NaN/inf values at timestep {step}{where}: "
+                               "the checkpoint looks broken (diverged training?); try another checkpoint")
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        if len(self.tiles) == 1:
+            out = self.net(x, t, cond)
+            self._check(out, t, "")
+            if self.on_eval:
+                self.on_eval()
+            return out
+        if self._wsum is None:
+            wsum = torch.zeros(self.height, self.width, device=x.device)
+            for tb in self.tiles:
+                wsum[tb[0]:tb[1], tb[2]:tb[3]] += self._window(*tb, x.device)
+            self._wsum = wsum
+        acc = None
+        for i, (t0, t1, l0, l1) in enumerate(self.tiles):
+            o = self.net(x[..., t0:t1, l0:l1], t, cond[..., t0:t1, l0:l1])
+            self._check(o, t, f" (tile {i + 1} of {len(self.tiles)}, rows {t0}-{t1}, columns {l0}-{l1})")
+            if acc is None:
+                acc = x.new_zeros(x.shape[0], o.shape[1], self.height, self.width)
+            acc[..., t0:t1, l0:l1] += o * self._window(t0, t1, l0, l1, x.device)
+            del o
+            if self.on_eval:
+                self.on_eval()
+        return acc.div_(self._wsum)
+
+
+def _pad_to(y: torch.Tensor, size: int) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    """Reflect-pad ``[B, C, H, W]`` so both sides are ≥ ``size`` (repeated reflection when the pad is
+    wider than the image); returns the padded tensor and ``(top, bottom, left, right)``."""
+    h, w = y.shape[-2:]
+    ph, pw = max(size - h, 0), max(size - w, 0)
+    pads = (ph // 2, ph - ph // 2, pw // 2, pw - pw // 2)
+    if not any(pads):
+        return y, pads
+    a = np.pad(y.cpu().numpy(), ((0, 0), (0, 0), pads[:2], pads[2:]), mode="reflect")
+    return torch.from_numpy(a).to(y.device), pads
+
+
+# --------------------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------------------
+
 
 class FusionModel:
-    """A loaded checkpoint with its diffusion settings; ``fuse_y`` fuses two luminance tensors."""
+    """A loaded checkpoint with its diffusion settings; ``fuse_y`` fuses two luminance tensors.
 
-    def __init__(self, checkpoint: str | Path | None = None, device: str = "cpu", ema: bool = True):
-        path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
-        self.model, cfg = load_model(path, ema=ema, map_location=device)
+    ``checkpoint``: a file written by ``rediffuse train`` (``None``: ``DEFAULT_CHECKPOINT``).
+    ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``; asking for CUDA where there is none
+    raises a ``RuntimeError``. A missing, unreadable or incompatible checkpoint (one that is not a
+    luminance model with 3 inputs and 1 output, has non-finite weights or an unknown parameterisation)
+    raises ``FileNotFoundError`` / ``ValueError`` with a one-line message.
+    """
+
+    def __init__(self, checkpoint: str | os.PathLike | None = None, device: str = "cpu", ema: bool = True):
+        from .tutorial import resolve_device
+
+        device = resolve_device(str(device))
+        if checkpoint is None or str(checkpoint) == "":
+            path = DEFAULT_CHECKPOINT
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"the default checkpoint {path} is not there (it is not shipped yet); "
+                    "pass one with --checkpoint PATH (python: FusionModel(PATH)), e.g. a run's last.pt "
+                    "written by `rediffuse train`")
+        else:
+            path = Path(checkpoint)
+        try:
+            self.model, cfg = load_model(path, ema=ema, map_location=device)
+        except (TypeError, KeyError, AttributeError, IndexError) as e:
+            raise ValueError(f"{path} is not a checkpoint this version of rediffuse can use "
+                             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        mc = self.model.config
+        if (mc["in_channels"], mc["out_channels"]) != (3, 1):
+            raise ValueError(f"{path} holds a model with {mc['in_channels']} input and {mc['out_channels']} "
+                             "output channels; fusion needs a luminance model (3 inputs: A, B, noisy Y; 1 output)")
+        bad = [n for n, p in self.model.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
+        if bad:
+            raise ValueError(f"{path} is corrupt: {len(bad)} weight tensors hold NaN/inf values (e.g. {bad[0]}); "
+                             "the training run diverged or the file was damaged")
+        self.prediction = cfg.get("prediction", "eps")
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"{path} uses the prediction {self.prediction!r}, unknown to this version "
+                             f"(known: {', '.join(sorted(PREDICTIONS))})")
         self.model.to(device)
         self.device = device
         self.path = path
-        self.prediction = cfg.get("prediction", "eps")
         self.schedule = get_schedule(cfg.get("schedule", "cosine"), cfg.get("T", 2000)).to(device)
+
+    @property
+    def min_size(self) -> int:
+        """Smallest side the network accepts; ``fuse_y`` pads smaller inputs up to it."""
+        return int(self.model.min_size)
+
+    def auto_tile(self, budget_bytes: int = TILE_BUDGET_BYTES) -> int:
+        """Tile side (a multiple of 32) whose network activations take about ``budget_bytes``."""
+        per_px = _BYTES_PER_PX_PER_BASE_CHANNEL * int(self.model.config["base"])
+        return max(64, int(math.sqrt(budget_bytes / per_px)) // 32 * 32)
+
+    def resolve_tile(self, tile: int | str | None, overlap: int | None) -> tuple[int, int]:
+        """``(tile, overlap)`` in pixels from user settings: ``tile`` "auto", 0/None (whole images) or
+        ≥ 32; ``overlap`` defaults to a quarter of the tile and must be below half of it."""
+        if tile == "auto":
+            tile = self.auto_tile()
+        try:
+            tile = int(tile or 0)
+        except (TypeError, ValueError):
+            raise ValueError(f"tile must be 'auto', 0 or a number of pixels ≥ 32, got {tile!r}") from None
+        if tile and tile < max(32, self.min_size):
+            raise ValueError(f"tile must be 0 (no tiling) or at least {max(32, self.min_size)} pixels, got {tile}")
+        if overlap is None:
+            overlap = tile // 4
+        overlap = int(overlap)
+        if overlap < 0 or (tile and 2 * overlap >= tile):
+            raise ValueError(f"overlap must be ≥ 0 and less than half the tile ({tile}), got {overlap}")
+        return tile, overlap
 
     def default_sampler(self) -> tuple[str, int]:
         """Few-step DDIM for image/weight predictions; the paper's full sampler for ε-prediction."""
         return ("posterior_mean", self.schedule.T) if self.prediction == "eps" else ("x0_regression", 3)
 
+    def sampler_settings(self, sampler: str | None = None, steps: int | None = None) -> tuple[str, int]:
+        """``(sampler, steps)`` with the defaults filled in, both validated."""
+        name, k = self.default_sampler()
+        sampler, steps = sampler or name, int(steps or k)
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; available: {', '.join(sorted(SAMPLERS))}")
+        if not 1 <= steps <= self.schedule.T:
+            raise ValueError(f"steps must be between 1 and {self.schedule.T} (the model's T), got {steps}")
+        return sampler, steps
+
+    def count_evaluations(self, height: int, width: int, steps: int, tile: int | None, overlap: int) -> int:
+        """Network evaluations (tiles × steps) one pairwise fusion of this size takes."""
+        h, w = max(height, self.min_size), max(width, self.min_size)
+        return steps * len(plan_tiles(h, w, tile, overlap))
+
     @torch.no_grad()
     def fuse_y(self, y_a: torch.Tensor, y_b: torch.Tensor, sampler: str | None = None, steps: int | None = None,
-               seed: int = 0, progress: bool = False) -> torch.Tensor:
-        """Fuse ``[B, 1, H, W]`` luminances in [-1, 1]; returns ``[B, 1, H, W]`` in [-1, 1]."""
-        name, k = self.default_sampler()
-        sampler, steps = sampler or name, steps or k
-        cond = torch.cat([y_a, y_b], 1).to(self.device)
-        g = torch.Generator(device="cpu").manual_seed(seed)
-        return get_sampler(sampler)(self.model, cond, y_a.shape, self.schedule, steps, generator=g,
-                                    progress=progress, prediction=self.prediction)
+               seed: int = 0, progress: bool = False, *, tile: int | str | None = None, overlap: int | None = None,
+               callback: Callable[[], None] | None = None) -> torch.Tensor:
+        """Fuse ``[B, 1, H, W]`` luminances in [-1, 1]; returns ``[B, 1, H, W]`` in [-1, 1] (on the device).
+
+        ``tile``/``overlap``: see the module docstring (default: whole image). Inputs with a side below
+        ``min_size`` are reflect-padded. ``progress`` shows a bar over network evaluations;
+        ``callback()`` is called after each one. Deterministic given ``seed`` (x_T is drawn for the
+        whole image from a CPU generator, so tiling and device do not change it).
+        """
+        if y_a.shape != y_b.shape or y_a.ndim != 4 or y_a.shape[1] != 1:
+            raise ValueError(f"fuse_y expects two [B, 1, H, W] tensors of one shape, got {tuple(y_a.shape)} "
+                             f"and {tuple(y_b.shape)}")
+        sampler, steps = self.sampler_settings(sampler, steps)
+        tile, overlap = self.resolve_tile(tile, overlap)
+        h, w = y_a.shape[-2:]
+        cond = torch.cat([y_a.to(self.device, torch.float32), y_b.to(self.device, torch.float32)], 1)
+        cond, pads = _pad_to(cond, self.min_size)
+        H, W = cond.shape[-2:]
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.count_evaluations(h, w, steps, tile, overlap), desc="fusing", unit="eval",
+                       leave=False)
+
+        def on_eval():
+            if bar is not None:
+                bar.update(1)
+            if callback is not None:
+                callback()
+
+        net = _TiledNet(self.model, H, W, tile, overlap, on_eval)
+        g = torch.Generator(device="cpu").manual_seed(int(seed))
+        try:
+            out = get_sampler(sampler)(net, cond, (cond.shape[0], 1, H, W), self.schedule, steps, generator=g,
+                                       progress=False, prediction=self.prediction)
+        finally:
+            if bar is not None:
+                bar.close()
+        if not bool(torch.isfinite(out).all()):
+            raise RuntimeError(f"sampling produced NaN/inf values ({sampler}, {steps} steps) with {self.path}; "
+                               "the checkpoint looks broken, or try fewer steps / another sampler")
+        return out[..., pads[0]:H - pads[1], pads[2]:W - pads[3]]
 
 
-def _to_y(img: np.ndarray) -> np.ndarray:
-    return luminance(img) if img.ndim == 3 else img.astype(np.float64)
+# --------------------------------------------------------------------------------------------------
+# Images
+# --------------------------------------------------------------------------------------------------
 
 
-def fuse(images: Sequence[np.ndarray], model: FusionModel | str | Path | None = None, *, sampler: str | None = None,
-         steps: int | None = None, seed: int = 0, device: str = "cpu") -> np.ndarray:
-    """Fuse a focus stack of uint8 images (all grey ``[H, W]`` or all colour ``[H, W, 3]``)."""
+def load_stack_image(path: str | os.PathLike) -> np.ndarray:
+    """Read one image of a stack: ``uint8`` for 8-bit files (exact), ``float32`` in [0, 1] for files
+    with finer levels (16-bit precision kept). EXIF orientation applied; alpha dropped with a warning;
+    one-line ``FileNotFoundError``/``ValueError`` for missing or unreadable files."""
+    a = read_image_float(path)
+    v = a * np.float32(255.0)
+    u = np.rint(v)
+    if float(np.abs(v - u).max(initial=0.0)) < 1e-3:
+        return u.astype(np.uint8)
+    return a
+
+
+def _as_array(img: ImageLike, name: str) -> np.ndarray:
+    """An image of the stack as uint8 or float32 0–255, ``[H, W]`` or ``[H, W, 3]``."""
+    if isinstance(img, (str, os.PathLike)):
+        return load_stack_image(img)
+    a = np.asarray(img)
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim == 3 and a.shape[-1] in (2, 4):
+        warnings.warn(f"{name}: alpha channel dropped (image treated as opaque)", stacklevel=3)
+        a = a[..., :-1] if a.shape[-1] == 4 else a[..., 0]
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 3)):
+        raise ValueError(f"{name}: expected a grey [H, W] or colour [H, W, 3] image, got shape {a.shape}")
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype == np.uint16:
+        return (a.astype(np.float32) / np.float32(257.0))
+    if a.dtype.kind == "f":
+        if a.size and (not np.isfinite(a).all() or a.min() < 0 or a.max() > 1):
+            raise ValueError(f"{name}: float images must hold values in [0, 1] (as read_image_float returns); "
+                             "convert 0-255 data to uint8")
+        return a.astype(np.float32) * np.float32(255.0)
+    raise ValueError(f"{name}: unsupported pixel type {a.dtype} (use uint8, uint16 or float in [0, 1])")
+
+
+def _strips(height: int, rows: int = 256):
+    for r in range(0, height, rows):
+        yield slice(r, min(r + rows, height))
+
+
+def _luma(img: np.ndarray) -> np.ndarray:
+    """Y (float32, 0–255) computed in row strips (no full-size float64 copy of a colour image)."""
+    if img.ndim == 2:
+        return img.astype(np.float32)
+    y = np.empty(img.shape[:2], np.float32)
+    for s in _strips(img.shape[0]):
+        y[s] = luminance(img[s])
+    return y
+
+
+def check_stack(arrays: Sequence[np.ndarray], names: Sequence[str], min_side: int = MIN_SIDE) -> None:
+    """Refuse (one-line ``ValueError``) a stack whose images differ in size or are too small."""
+    sizes = [a.shape[:2] for a in arrays]
+    if len(set(sizes)) > 1:
+        listing = ", ".join(f"{n} {s[1]}×{s[0]}" for n, s in zip(names, sizes))
+        hint = ""
+        if len({tuple(sorted(s)) for s in sizes}) == 1:
+            hint = " (some look rotated by 90°: check their EXIF orientation)"
+        raise ValueError(f"the images differ in size: {listing}{hint}; register (align) or resize them to "
+                         "one size first")
+    h, w = sizes[0]
+    if min(h, w) < min_side:
+        raise ValueError(f"the images are {w}×{h} pixels, too small to fuse: rediffuse needs at least "
+                         f"{min_side} pixels per side (smaller images up to the network's minimum are padded)")
+
+
+def fuse(images: Sequence[ImageLike], model: FusionModel | str | os.PathLike | None = None, *,
+         sampler: str | None = None, steps: int | None = None, seed: int = 0, device: str = "cpu",
+         tile: int | str | None = "auto", overlap: int | None = None, progress: bool = False,
+         callback: Callable[[], None] | None = None, names: Sequence[str] | None = None) -> np.ndarray:
+    """Fuse a focus stack; returns ``uint8`` ``[H, W]`` (all grey) or ``[H, W, 3]``, the input size.
+
+    ``images``: N ≥ 2 arrays (``uint8``, ``uint16`` or float in [0, 1]; ``[H, W]``, ``[H, W, 3]``, an
+    alpha channel is dropped with a warning) or file names (read with EXIF orientation, 16-bit
+    precision kept), all of one size. ``model``: a ``FusionModel``, a checkpoint path, or ``None``
+    for ``DEFAULT_CHECKPOINT`` (loaded on ``device``). ``sampler``/``steps``: default the model's
+    (``FusionModel.default_sampler``). ``tile``: ``"auto"``, a tile side in pixels, or 0/None for
+    whole images; ``overlap`` defaults to a quarter of the tile. ``progress`` shows a bar over the
+    network evaluations of the whole stack, ``callback()`` is called after each evaluation. ``names``
+    label the images in messages (default: their file names, or "image 1", "image 2", ...).
+    See the module docstring for the method.
+    """
+    if isinstance(images, (str, os.PathLike, np.ndarray)):
+        raise TypeError("fuse expects a sequence of images (arrays or file names), not a single image")
+    images = list(images)
     if len(images) < 2:
         raise ValueError(f"need at least two images to fuse, got {len(images)}")
-    shapes = {im.shape for im in images}
-    if len(shapes) != 1:
-        raise ValueError(f"images differ in size {sorted(shapes)}; register or resize them to one size first")
+    if names is None:
+        names = [str(im) if isinstance(im, (str, os.PathLike)) else f"image {i + 1}" for i, im in enumerate(images)]
+    names = [str(n) for n in names]
+    if len(names) != len(images):
+        raise ValueError(f"got {len(names)} names for {len(images)} images")
+    arrays = [_as_array(im, n) for im, n in zip(images, names)]
+    check_stack(arrays, names)
+    colour = [a.ndim == 3 for a in arrays]
+    if any(colour) and not all(colour):
+        grey = ", ".join(n for n, c in zip(names, colour) if not c)
+        warnings.warn(f"mixing grey and colour images: {grey} treated as colour (R = G = B); the result is colour",
+                      stacklevel=2)
     fm = model if isinstance(model, FusionModel) else FusionModel(model, device=device)
+    sampler, steps = fm.sampler_settings(sampler, steps)
+    tile, overlap = fm.resolve_tile(tile, overlap)
+    h, w = arrays[0].shape[:2]
 
-    def to_t(y):
-        return torch.from_numpy(y / 127.5 - 1.0).float()[None, None]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
 
-    fused = to_t(_to_y(images[0]))
-    for img in images[1:]:
-        fused = fm.fuse_y(fused, to_t(_to_y(img)), sampler, steps, seed)
-    y = (fused[0, 0].double().cpu().numpy() + 1.0) * 127.5
-    if images[0].ndim == 2:
+        total = (len(arrays) - 1) * fm.count_evaluations(h, w, steps, tile, overlap)
+        bar = tqdm(total=total, desc="fusing", unit="eval")
+
+    def on_eval():
+        if bar is not None:
+            bar.update(1)
+        if callback is not None:
+            callback()
+
+    def to_t(y: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(y / np.float32(127.5) - np.float32(1.0))[None, None]
+
+    try:
+        fused = to_t(_luma(arrays[0]))
+        for a in arrays[1:]:
+            fused = fm.fuse_y(fused, to_t(_luma(a)), sampler, steps, seed, tile=tile, overlap=overlap,
+                              callback=on_eval)
+    finally:
+        if bar is not None:
+            bar.close()
+    y = (fused[0, 0].cpu().numpy().astype(np.float32) + np.float32(1.0)) * np.float32(127.5)
+    del fused
+    if not any(colour):
         return np.clip(np.rint(y), 0, 255).astype(np.uint8)
-    return recombine(y, list(images))
+    out = np.empty((h, w, 3), np.uint8)
+    for s in _strips(h):
+        out[s] = recombine(y[s], [a[s] for a in arrays])
+    return out

@@ -1,11 +1,21 @@
-"""The fusion pipeline on a tiny trained checkpoint: grey, colour, stacks, errors."""
+"""The fusion pipeline on a tiny trained checkpoint: grey, colour, stacks, tiles, padding, errors."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from rediffuse.diffusion import predict_x0_eps, get_schedule
-from rediffuse.fuse import FusionModel, fuse
-from rediffuse.train import TrainConfig, train
+import rediffuse.fuse as F
+from rediffuse.data import focus_mask, make_pair, recombine, skimage_photo
+from rediffuse.diffusion import get_schedule, predict_x0_eps
+from rediffuse.fuse import FusionModel, fuse, plan_tiles, tile_window
+from rediffuse.metrics import psnr
+from rediffuse.paths import dataset_dir
+from rediffuse.train import TrainConfig, save_checkpoint, train
+from rediffuse.unet import ReDiffuseUNet
+
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
@@ -15,6 +25,26 @@ def tiny_model(tmp_path_factory):
                       model=dict(base=8, mults=(1, 2), conv="bconv", groups=2, emb_dim=16))
     train(cfg, out, progress=False)
     return FusionModel(out / "last.pt")
+
+
+def _checkpoint(path, **model_kw):
+    """An untrained model saved in the checkpoint format of ``rediffuse train``."""
+    torch.manual_seed(0)
+    net = ReDiffuseUNet(**model_kw)
+    save_checkpoint(path, dict(model=net.state_dict(), model_config=net.config,
+                               config=dict(prediction="weights", T=50, schedule="cosine")))
+    return path
+
+
+def pair(n: int, m: int | None = None, colour: bool = True, seed: int = 0):
+    """A synthetic multi-focus pair (and its ground truth) of size n × m from a scikit-image photo."""
+    m = m or n
+    img = skimage_photo("astronaut")
+    gt = np.asarray(Image.fromarray(img).resize((m, n), Image.BICUBIC))
+    if not colour:
+        gt = np.asarray(Image.fromarray(gt).convert("L"))
+    a, b, gt = make_pair(gt, focus_mask((n, m), "blobs", rng=seed), "gaussian", 3.0)
+    return a, b, gt
 
 
 def test_weight_prediction_is_a_convex_combination_of_the_sources():
@@ -41,9 +71,188 @@ def test_fuse_grey_colour_and_stacks(tiny_model):
     assert np.array_equal(out, again)  # deterministic
 
 
+def test_colour_uses_the_chroma_rule_of_all_sources(tiny_model, monkeypatch):
+    from rediffuse.data import luminance
+
+    a, b, _ = pair(40, 36)
+    c = np.ascontiguousarray(a[::-1])
+    out = fuse([a, b, c], tiny_model, steps=1)
+    assert out.shape == a.shape and out.dtype == np.uint8
+    # with a stand-in "model" that keeps the first luminance, the result is exactly Y_a joined with the
+    # BRIEF §3 chroma rule over all three sources (computed in row strips: same numbers)
+    monkeypatch.setattr(tiny_model, "fuse_y", lambda ya, yb, *args, **kw: ya)
+    big = [np.tile(x, (8, 1, 1)) for x in (a, b, c)]  # 320 rows: more than one strip
+    out = fuse(big, tiny_model, steps=1)
+    ref = recombine(luminance(big[0]), big)
+    assert np.abs(out.astype(int) - ref.astype(int)).max() <= 1
+
+
+def test_seeds_and_determinism(tiny_model):
+    a, b, _ = pair(32, colour=False)
+    r1 = fuse([a, b], tiny_model, steps=2, seed=1)
+    assert np.array_equal(r1, fuse([a, b], tiny_model, steps=2, seed=1))
+
+
+def test_inputs_as_files_16bit_and_alpha(tiny_model, tmp_path):
+    a, b, _ = pair(24, 28, colour=False)
+    pa, pb = tmp_path / "a.png", tmp_path / "b.png"
+    Image.fromarray(a).save(pa)
+    Image.fromarray(b).save(pb)
+    ref = fuse([a, b], tiny_model, steps=1)
+    assert np.array_equal(fuse([pa, str(pb)], tiny_model, steps=1), ref)
+    # 16-bit arrays/files: the same numbers at 16-bit scale give the same result
+    a16, b16 = a.astype(np.uint16) * 257, b.astype(np.uint16) * 257
+    assert np.array_equal(fuse([a16, b16], tiny_model, steps=1), ref)
+    Image.fromarray(a16).save(tmp_path / "a16.png")
+    assert F.load_stack_image(tmp_path / "a16.png").dtype == np.uint8  # exact 8-bit data in a 16-bit file
+    fine = a16.copy()
+    fine[0, 0] += 100  # a value that 8 bits cannot hold
+    Image.fromarray(fine).save(tmp_path / "fine16.png")
+    v = F.load_stack_image(tmp_path / "fine16.png")
+    assert v.dtype == np.float32 and abs(v[0, 0] - fine[0, 0] / 65535) < 1e-6
+    # float images in [0, 1]
+    assert np.array_equal(fuse([a / 255.0, b / 255.0], tiny_model, steps=1), ref)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        fuse([a.astype(float), b], tiny_model, steps=1)
+    # alpha dropped with a warning
+    rgba = np.dstack([np.stack([a] * 3, -1), np.full(a.shape, 200, np.uint8)])
+    with pytest.warns(UserWarning, match="alpha channel dropped"):
+        out = fuse([rgba, np.stack([b] * 3, -1)], tiny_model, steps=1)
+    assert out.shape == a.shape + (3,)
+
+
+def test_mixed_grey_and_colour_warns_and_gives_colour(tiny_model):
+    a, b, _ = pair(24)
+    grey_b = np.asarray(Image.fromarray(b).convert("L"))
+    with pytest.warns(UserWarning, match="mixing grey and colour"):
+        out = fuse([a, grey_b], tiny_model, steps=1)
+    assert out.shape == a.shape
+
+
+def test_tiles_cover_the_image_and_windows_sum_to_one():
+    for h, w, tile, ov in [(1024, 1024, 768, 192), (300, 1000, 256, 64), (100, 90, 128, 32), (517, 260, 96, 24)]:
+        tiles = plan_tiles(h, w, tile, ov)
+        cover = np.zeros((h, w))
+        for t, b, l, r in tiles:
+            assert b - t <= max(tile, 0) or (t, b) == (0, h)
+            assert r - l <= max(tile, 0) or (l, r) == (0, w)
+            wy = tile_window(b - t, t > 0, b < h, ov)
+            wx = tile_window(r - l, l > 0, r < w, ov)
+            cover[t:b, l:r] += (wy[:, None] * wx[None]).numpy()
+        assert cover.min() > 0.2  # every pixel is covered with weight
+        if len(tiles) > 1:  # neighbours overlap by at least ov
+            tops = sorted({t for t, *_ in tiles})
+            bottoms = sorted({b for _, b, *_ in tiles})
+            assert all(bottoms[i] - tops[i + 1] >= ov for i in range(len(tops) - 1))
+    assert plan_tiles(50, 60, 0, 0) == [(0, 50, 0, 60)]
+    w = tile_window(64, True, True, 16)
+    assert (w > 0).all() and w[16:48].eq(1).all()
+    assert torch.allclose(w[:16] + w[:16].flip(0), torch.ones(16, dtype=w.dtype))  # ramps cross-fade to 1
+
+
+def test_tiled_matches_untiled(tiny_model):
+    a, b, _ = pair(200, 176)
+    un = fuse([a, b], tiny_model, steps=2, tile=0)
+    ti = fuse([a, b], tiny_model, steps=2, tile=112)
+    assert len(plan_tiles(200, 176, 112, 28)) == 6
+    assert psnr(un, ti) >= 40
+    # tiling is stable across seeds' noise: the initial noise is drawn for the whole image
+    assert np.array_equal(ti, fuse([a, b], tiny_model, steps=2, tile=112))
+
+
+def test_tiled_matches_untiled_1024(tiny_model):
+    """The issue's acceptance check (see benchmarks/bench_fuse.py for the trained checkpoint)."""
+    a, b, _ = pair(1024)
+    un = fuse([a, b], tiny_model, steps=1, tile=0)
+    ti = fuse([a, b], tiny_model, steps=1, tile=512)
+    assert len(plan_tiles(1024, 1024, 512, 128)) == 9
+    assert psnr(un, ti) >= 40
+
+
+def test_progress_callback_counts_every_tile_evaluation(tiny_model):
+    a, b, _ = pair(100, 90, colour=False)
+    calls = []
+    fuse([a, b, a], tiny_model, steps=2, tile=64, overlap=16, callback=lambda: calls.append(1))
+    assert len(calls) == 2 * 2 * len(plan_tiles(100, 90, 64, 16))
+    assert tiny_model.count_evaluations(100, 90, 2, 64, 16) == 2 * len(plan_tiles(100, 90, 64, 16))
+
+
+def test_small_images_are_padded_degenerate_ones_refused(tmp_path):
+    fm = FusionModel(_checkpoint(tmp_path / "deep.pt", base=8, mults=(1, 1, 1, 1), groups=2, emb_dim=16))
+    assert fm.min_size == 9
+    rng = np.random.default_rng(1)
+    imgs = [rng.integers(0, 256, (8, 12), dtype=np.uint8) for _ in range(2)]
+    out = fuse(imgs, fm, steps=1)
+    assert out.shape == (8, 12)
+    with pytest.raises(ValueError, match="too small to fuse.*at least 8 pixels"):
+        fuse([im[:7] for im in imgs], fm, steps=1)
+
+
+def test_nan_in_sampling_is_reported(tiny_model, monkeypatch):
+    a, b, _ = pair(24, colour=False)
+    monkeypatch.setattr(tiny_model.model, "forward", lambda x, t, cond=None: torch.full_like(x[:, :1], float("nan")))
+    with pytest.raises(RuntimeError, match="NaN"):
+        fuse([a, b], tiny_model, steps=1)
+    with pytest.raises(RuntimeError, match=r"NaN.*tile 1 of 4"):
+        fuse([np.tile(a, (2, 2)), np.tile(b, (2, 2))], tiny_model, steps=1, tile=32, overlap=8)
+
+
 def test_fuse_errors(tiny_model):
     img = np.zeros((20, 20), np.uint8)
     with pytest.raises(ValueError, match="at least two"):
         fuse([img], tiny_model)
-    with pytest.raises(ValueError, match="differ in size"):
+    with pytest.raises(ValueError, match="differ in size.*register"):
         fuse([img, np.zeros((20, 21), np.uint8)], tiny_model)
+    with pytest.raises(ValueError, match="rotated"):
+        fuse([np.zeros((20, 30), np.uint8), np.zeros((30, 20), np.uint8)], tiny_model)
+    with pytest.raises(TypeError, match="sequence"):
+        fuse(img, tiny_model)
+    with pytest.raises(ValueError, match="steps must be between 1 and 50"):
+        fuse([img, img], tiny_model, steps=51)
+    with pytest.raises(ValueError, match="unknown sampler"):
+        fuse([img, img], tiny_model, sampler="nope")
+    with pytest.raises(ValueError, match="overlap"):
+        fuse([img, img], tiny_model, tile=64, overlap=32)
+    with pytest.raises(ValueError, match="tile must be"):
+        fuse([img, img], tiny_model, tile=8)
+
+
+def test_checkpoint_errors(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        FusionModel(tmp_path / "nope.pt")
+    monkeypatch.setattr(F, "DEFAULT_CHECKPOINT", tmp_path / "checkpoints" / "rediffuse-weights-bconv.pt")
+    with pytest.raises(FileNotFoundError, match="default checkpoint .* not there.*--checkpoint"):
+        FusionModel()
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable rediffuse checkpoint"):
+        FusionModel(tmp_path / "junk.pt")
+    with pytest.raises(ValueError, match="luminance model"):
+        FusionModel(_checkpoint(tmp_path / "rgb.pt", in_channels=9, out_channels=3, base=8, mults=(1,), groups=2))
+    torch.save({"model": {}, "model_config": {"colour": True}}, tmp_path / "alien.pt")
+    with pytest.raises(ValueError, match="not a checkpoint this version"):
+        FusionModel(tmp_path / "alien.pt")
+    p = _checkpoint(tmp_path / "nan.pt", base=8, mults=(1,), groups=2)
+    ck = torch.load(p, weights_only=True)
+    next(v for v in ck["model"].values() if v.is_floating_point()).view(-1)[0] = float("nan")
+    torch.save(ck, p)
+    with pytest.raises(ValueError, match="corrupt.*NaN"):
+        FusionModel(p)
+
+
+def test_cuda_request_without_cuda(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="CUDA was requested"):
+        FusionModel(_checkpoint(tmp_path / "m.pt", base=8, mults=(1,), groups=2), device="cuda")
+
+
+@pytest.mark.shared
+def test_lytro_triple_in_one_call(tiny_model):
+    root = dataset_dir("Lytro-Triple")
+    if root is None:
+        pytest.skip("../shared/data/Lytro-Triple is not present")
+    stem = sorted((root / "A").iterdir())[0].name
+    files = [root / k / stem for k in ("A", "B", "C")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no notices for a clean colour triple
+        out = fuse(files, tiny_model, steps=1)
+    assert out.shape == (520, 520, 3) and out.dtype == np.uint8

@@ -1,0 +1,228 @@
+"""``rediffuse fuse``: fuse a focus stack of image files into one all-in-focus image.
+
+Registered in ``rediffuse.cli`` with ``add_fuse_parser(sub)``; ``rediffuse.cli.main`` turns the
+one-line exceptions raised here (``ValueError``, ``RuntimeError``, ``FileNotFoundError``, ``OSError``)
+into ``rediffuse fuse: error: <message>`` and exit code 1 (full traceback with ``rediffuse --debug``).
+``python -m rediffuse.fuse_cli IMG1 IMG2 -o OUT`` runs the command on its own, with the same handling.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+__all__ = ["add_fuse_parser", "run_fuse", "check_output_path", "main"]
+
+_PROG = "rediffuse fuse"
+
+# Spelled out so that building the parser imports nothing heavy; tests check them against
+# rediffuse.diffusion.SAMPLERS and rediffuse.fuse.DEFAULT_CHECKPOINT.
+SAMPLER_NAMES = ("x0_regression", "ddim", "posterior_mean")
+DEFAULT_CHECKPOINT_NAME = "checkpoints/rediffuse-weights-bconv.pt"
+
+DESCRIPTION = """\
+Fuse two or more photos of one scene focused at different depths into one image that is sharp
+everywhere. The luminance is fused by a trained rotation-equivariant diffusion U-Net; colour (Cb, Cr)
+by the saturation-weighted rule of the ReDiffuse paper over all inputs. Grey inputs give a grey
+result; grey and colour mixed give colour (grey images count as neutral, with a warning). Stacks of
+three or more are folded pairwise in the order given: ((IMG1 + IMG2) + IMG3) + ...
+
+All images must have the same size (align/register them first). EXIF orientation is applied,
+16-bit files are read at full precision, alpha channels are dropped with a warning. Images need at
+least 8 pixels per side; below the network's own minimum they are padded internally. The result
+has the size of the inputs; its format follows the extension of OUT (.png, .jpg, .tif, .bmp,
+.webp, ...) and it is written atomically: a failed or interrupted run leaves no file behind.
+
+Large images are processed in overlapping tiles blended with smooth (raised-cosine) weights inside
+every sampling step, so memory stays bounded and no seams appear."""
+
+EPILOG = """\
+examples:
+  rediffuse fuse near.jpg far.jpg -o fused.png
+  rediffuse fuse a.tif b.tif c.tif -o fused.tif --checkpoint runs/rot/last.pt
+  rediffuse fuse a.png b.png -o out.png --device cuda --steps 5 --seed 1
+  rediffuse fuse big_a.jpg big_b.jpg -o big.jpg --tile 512 --overlap 128
+  rediffuse fuse a.png b.png -o out.png --tile 0      # whole image at once (more memory)
+  rediffuse fuse a.png b.png -o out.png --sampler ddim --steps 10 --threads 1 -q
+  rediffuse --debug fuse a.png b.png -o out.png      # full traceback on errors
+
+exit status: 0 on success, 1 on an error (one line on stderr), 2 on a usage error."""
+
+
+def _tile_arg(value: str) -> int | str:
+    if value.lower() == "auto":
+        return "auto"
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of pixels, got {value!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"tile must be 'auto', 0 or a positive number of pixels, got {n}")
+    return n
+
+
+def _nonneg_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a number ≥ 0, got {n}")
+    return n
+
+
+def _pos_int(value: str) -> int:
+    n = _nonneg_int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a number ≥ 1, got {n}")
+    return n
+
+
+def add_fuse_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the ``fuse`` sub-command to an ``add_subparsers()`` object; returns its parser.
+
+    Cheap: nothing heavy (torch, numpy) is imported until the command runs."""
+    p = subparsers.add_parser(
+        "fuse", help="fuse a focus stack (2 or more images) into one all-in-focus image",
+        formatter_class=argparse.RawDescriptionHelpFormatter, description=DESCRIPTION, epilog=EPILOG)
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="input images (at least two, same size; grey or colour, 8 or 16 bit)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="output image; the format follows the extension (e.g. fused.png, fused.jpg)")
+    p.add_argument("--checkpoint", metavar="P", default=None,
+                   help=f"trained model checkpoint (default: {DEFAULT_CHECKPOINT_NAME} in the repository; "
+                        "e.g. a run's last.pt from `rediffuse train`)")
+    p.add_argument("--steps", type=_pos_int, metavar="K", default=None,
+                   help="sampling steps (default: the checkpoint's: 3 for image/weight-map models, "
+                        "all T for noise-prediction models); example: --steps 5")
+    p.add_argument("--sampler", metavar="NAME", default=None,
+                   help=f"sampler: {', '.join(SAMPLER_NAMES)} (default: x0_regression for image/weight-map "
+                        "models, posterior_mean for noise-prediction models); example: --sampler ddim")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where to run: auto = a GPU when PyTorch sees one, else the CPU; cuda without a "
+                        "GPU is an error (default: %(default)s)")
+    p.add_argument("--tile", type=_tile_arg, metavar="N", default="auto",
+                   help="largest tile side in pixels for bounded memory: 'auto' (about 0.75 GB of "
+                        "activations per tile, 768 px for the default model), 0 = whole image; "
+                        "example: --tile 512 (default: %(default)s)")
+    p.add_argument("--overlap", type=_nonneg_int, metavar="N", default=None,
+                   help="overlap of neighbouring tiles in pixels, less than half a tile "
+                        "(default: a quarter of the tile); example: --overlap 128")
+    p.add_argument("--seed", type=int, metavar="S", default=0,
+                   help="seed of the initial noise; the same seed gives the same result (default: %(default)s)")
+    p.add_argument("--threads", type=_nonneg_int, metavar="N", default=0,
+                   help="PyTorch CPU threads, 0 = PyTorch's default; small models often run fastest "
+                        "with 1 (default: %(default)s)")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bar and no summary lines (warnings and errors are still printed)")
+    p.set_defaults(func=run_fuse)
+    return p
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    """Refuse, before any work is done, an output that could not be written (one-line errors).
+
+    The extension must name a format Pillow can write; the path must not be a folder; its nearest
+    existing ancestor must be a writable folder (missing folders are created when writing)."""
+    from PIL import Image
+
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot write {path}: it is a folder; name the output file, e.g. {path / 'fused.png'}")
+    ext = path.suffix.lower()
+    if not ext:
+        raise ValueError(f"cannot write {path}: no file extension; the format comes from it (.png, .jpg, .tif, ...)")
+    fmt = Image.registered_extensions().get(ext)
+    if fmt is None or fmt not in Image.SAVE:
+        raise ValueError(f"cannot write {path}: unknown image extension {ext!r} "
+                         "(use e.g. .png, .jpg, .tif, .bmp, .webp)")
+    anc = path.absolute().parent
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise NotADirectoryError(f"cannot write {path}: {anc} is a file, not a folder")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write {path}: folder {anc} is not writable")
+    return path
+
+
+def _say(msg: str, quiet: bool = False) -> None:
+    if not quiet:
+        print(f"{_PROG}: {msg}", file=sys.stderr)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"{_PROG}: warning: {message}", file=sys.stderr)
+
+
+def run_fuse(args: argparse.Namespace) -> int:
+    """The ``fuse`` command: read, check, fuse, write. Raises one-line exceptions on errors."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = _show_warning
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    t_start = time.perf_counter()
+    images = [str(p) for p in args.images]
+    if len(images) < 2:
+        raise ValueError(f"need at least two images to fuse, got {len(images)} ({', '.join(images) or 'none'}); "
+                         "e.g. rediffuse fuse near.jpg far.jpg -o fused.png")
+    out_path = check_output_path(args.output)
+
+    import torch
+
+    from .fuse import FusionModel, check_stack, fuse, load_stack_image
+    from .imageio import write_image
+    from .tutorial import resolve_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+
+    arrays = [load_stack_image(p) for p in images]
+    check_stack(arrays, images)
+    fm = FusionModel(args.checkpoint, device=device)
+    sampler, steps = fm.sampler_settings(args.sampler, args.steps)
+    tile, overlap = fm.resolve_tile(args.tile, args.overlap)
+    h, w = arrays[0].shape[:2]
+    n_tiles = fm.count_evaluations(h, w, 1, tile, overlap)
+    kind = "colour" if any(a.ndim == 3 for a in arrays) else "grey"
+    _say(f"{len(arrays)} {kind} images {w}×{h}; {fm.path.name} ({fm.prediction}), {sampler} {steps} steps, "
+         f"seed {args.seed}, {device}, " + (f"{n_tiles} tiles of ≤{tile} px (overlap {overlap})" if n_tiles > 1
+                                           else "whole image"), args.quiet)
+    result = fuse(arrays, fm, sampler=sampler, steps=steps, seed=args.seed, tile=tile, overlap=overlap,
+                  progress=not args.quiet, names=images)
+    write_image(out_path, result)
+    _say(f"wrote {out_path} ({w}×{h}, {time.perf_counter() - t_start:.1f} s)", args.quiet)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry point (``python -m rediffuse.fuse_cli``) with ``rediffuse.cli``'s error handling."""
+    parser = argparse.ArgumentParser(prog="rediffuse")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_fuse_parser(sub)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = ["--debug"] if "--debug" in argv else []
+    args = parser.parse_args([*debug, "fuse", *(a for a in argv if a != "--debug")])
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("rediffuse: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, RuntimeError, FileNotFoundError, OSError) as e:
+        if args.debug:
+            raise
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"rediffuse fuse: error: {msg}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
