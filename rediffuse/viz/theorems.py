@@ -1,0 +1,298 @@
+"""Figures and the interactive explorer for notebook 02 (the equivariance theorems).
+
+Measurements come from ``rediffuse.equivariance``; this module only draws them:
+
+- ``plot_field``            the continuous test field and its gradient norm (where ``G`` comes from)
+- ``plot_bound_checks``     Theorems 3.1 / 3.2: max error against δ, the bound, the fitted slope
+- ``plot_groupnorm``        Theorem 3.3: three normalisations, float round-off against O(1)
+- ``plot_network_checks``   Theorem 3.4 / Corollary 3.6: whole networks against δ, m = 4, 8, 16
+- ``plot_quarter_turns``    Corollary 3.5: quarter turns, Rot-E against plain
+- ``plot_design_mistakes``  each construction that breaks equivariance next to its fix
+- ``plot_error_maps``       per-pixel error maps in the style of the paper's Figure 8
+- ``draw_explorer`` / ``theorem_explorer``  angle, δ, m and operator under the reader's control
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..equivariance import (BOUND_CONSTANTS, SHARP_CONSTANTS, BoundCheck, NetworkCheck, check_bound,
+                            network_error_map, pointwise_error_map)
+
+__all__ = ["plot_field", "plot_bound_checks", "plot_groupnorm", "plot_network_checks", "plot_quarter_turns",
+           "plot_design_mistakes", "plot_error_maps", "draw_explorer", "theorem_explorer", "OPERATOR_LABELS"]
+
+OPERATOR_LABELS = {
+    "maxpool": "max pooling (Thm 3.1)",
+    "bilinear": "bilinear interpolation (Thm 3.2)",
+    "rote": "Rot-E network (Thm 3.4 / Cor 3.6)",
+    "plain": "plain CNN (no guarantee)",
+}
+FLOAT32_EPS = float(np.finfo(np.float32).eps)
+
+
+def _plt():
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_field(field: Callable, radius: float = 1.0, resolution: int = 201, G: float | None = None,
+               title: str = ""):
+    """The field ``e`` and its gradient norm ``‖∇e‖`` on ``[−radius, radius]²`` (rows down, cols right)."""
+    plt = _plt()
+    g = np.linspace(-radius, radius, resolution)
+    pts = np.stack(np.meshgrid(g, g, indexing="ij"), axis=-1)
+    vals = field(pts)
+    grad = np.linalg.norm(field.gradient(pts), axis=-1) if hasattr(field, "gradient") else None
+    fig, axes = plt.subplots(1, 2 if grad is not None else 1, figsize=(8.4, 3.8), squeeze=False)
+    ext = [-radius, radius, radius, -radius]
+    v = float(np.abs(vals).max()) or 1.0
+    im = axes[0, 0].imshow(vals, cmap="RdBu_r", vmin=-v, vmax=v, extent=ext)
+    axes[0, 0].set_title(title or f"e(x): {field!r}", fontsize=9)
+    fig.colorbar(im, ax=axes[0, 0], shrink=0.85)
+    if grad is not None:
+        im = axes[0, 1].imshow(grad, cmap="magma", extent=ext)
+        t = "‖∇e(x)‖"
+        if G is not None:
+            t += f"\ncertified G = {G:.3g}; largest on this raster {grad.max():.3g}"
+        axes[0, 1].set_title(t, fontsize=9)
+        fig.colorbar(im, ax=axes[0, 1], shrink=0.85)
+    for ax in axes.flat:
+        ax.set_xlabel("col")
+        ax.set_ylabel("row")
+    fig.tight_layout()
+    return fig
+
+
+def plot_bound_checks(checks: Sequence[BoundCheck], sharp: bool = True, titles: Sequence[str] | None = None):
+    """One log–log panel per check: measured max (and mean) error against δ, the theorem's bound
+    ``C·G·δ`` (solid), the sharper constant when it differs (dashed), and the fitted slope."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(checks), figsize=(4.6 * len(checks), 3.8), squeeze=False)
+    for i, (ax, chk) in enumerate(zip(axes.flat, checks)):
+        d = chk.deltas
+        ax.loglog(d, chk.bounds, "-", color="k", lw=1.5, label=f"bound {chk.constant:.3g}·G·δ (paper)")
+        sc = SHARP_CONSTANTS.get(chk.operator)
+        if sharp and sc is not None and not math.isclose(sc, chk.constant):
+            ax.loglog(d, sc * chk.G * d, "--", color="0.4", lw=1, label=f"sharper {sc:.3g}·G·δ")
+        ax.loglog(d, chk.max_errors, "o-", color="C3", label=f"max error (slope {chk.slope:.2f})")
+        ax.loglog(d, chk.mean_errors, "s:", color="C0", ms=4, alpha=0.8,
+                  label=f"mean error (slope {np.polyfit(np.log(d), np.log(chk.mean_errors), 1)[0]:.2f})")
+        ax.set_xlabel("mesh size δ")
+        ax.set_ylabel("|Ψ[π_θ e](x) − Ψ[e](R⁻¹x)|")
+        title = titles[i] if titles else OPERATOR_LABELS.get(chk.operator, chk.operator)
+        ax.set_title(f"{title}\nlargest error/bound = {chk.max_ratio:.2f}", fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_groupnorm(errors: dict[str, float], labels: dict[str, str] | None = None):
+    """Bar chart (log scale) of quarter-turn errors of group normalisations, float32 ε marked."""
+    plt = _plt()
+    labels = labels or {"field": "FieldGroupNorm\n(whole fields, affine per field)",
+                        "plain_affine": "nn.GroupNorm\n(per-channel affine)",
+                        "plain_split": "nn.GroupNorm\n(groups split fields)"}
+    names = list(errors)
+    vals = [max(errors[n], 1e-12) for n in names]
+    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    colors = ["C2" if errors[n] < 1e-5 else "C3" for n in names]
+    ax.bar(range(len(names)), vals, color=colors)
+    ax.set_yscale("log")
+    ax.axhline(FLOAT32_EPS, color="k", lw=0.8, ls=":", label="float32 ε")
+    ax.set_xticks(range(len(names)), [labels.get(n, n) for n in names], fontsize=8)
+    for i, v in enumerate(vals):
+        ax.text(i, v * 1.5, f"{errors[names[i]]:.1e}", ha="center", fontsize=8)
+    ax.set_ylabel("relative error (max over k = 1, 2, 3)")
+    ax.set_ylim(1e-9, 10)
+    ax.set_title("Theorem 3.3: GroupNorm under quarter turns", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_network_checks(checks: dict[str, NetworkCheck], fit: tuple[float, float] | None = None,
+                        ms: dict[str, int] | None = None, title: str = ""):
+    """Relative max error of whole networks against δ (log–log); with ``fit = (C₁, C₂)`` and
+    ``ms = {name: m}`` the fitted ``C₁δ + C₂δ/m`` lines are drawn for the Rot-E networks."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.6, 4.0))
+    for i, (name, chk) in enumerate(checks.items()):
+        color = f"C{i}"
+        ax.loglog(chk.deltas, chk.max_errors, "o-", color=color, label=f"{name} (slope {chk.slope:.2f})")
+        if fit is not None and ms is not None and name in ms:
+            c1, c2 = fit
+            ax.loglog(chk.deltas, c1 * chk.deltas + c2 * chk.deltas / ms[name], "--", color=color, lw=0.9)
+    if fit is not None:
+        ax.plot([], [], "--", color="0.3", label=f"fit C₁δ + C₂δ/m: C₁={fit[0]:.2g}, C₂={fit[1]:.2g}")
+    ax.set_xlabel("mesh size δ")
+    ax.set_ylabel("max |Φ[π_θ e](x) − Φ[e](R⁻¹x)| / max |Φ|")
+    ax.set_title(title or "whole networks, random angles", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_quarter_turns(errors: dict[str, dict[int, float]], dtype_eps: float = FLOAT32_EPS,
+                       title: str = "Corollary 3.5: quarter turns"):
+    """Grouped bars: relative error at 90°, 180°, 270° for each network (log scale)."""
+    plt = _plt()
+    names = list(errors)
+    fig, ax = plt.subplots(figsize=(1.8 + 1.5 * len(names), 3.2))
+    width = 0.25
+    for j, k in enumerate((1, 2, 3)):
+        vals = [max(float(errors[n][k]), 1e-17) for n in names]
+        ax.bar(np.arange(len(names)) + (j - 1) * width, vals, width, label=f"{90 * k}°", color=f"C{j}")
+    ax.set_yscale("log")
+    ax.axhline(dtype_eps, color="k", ls=":", lw=0.8, label="float32 ε")
+    ax.set_xticks(range(len(names)), names, fontsize=8)
+    ax.set_ylabel("relative error")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def plot_design_mistakes(variants: Sequence[dict], mistake_floor: float = 1e-2, fix_ceiling: float = 1e-5):
+    """Horizontal bars: each mistake's error (red) next to its fixes (green), log scale."""
+    plt = _plt()
+    rows = []
+    for v in variants:
+        rows.append((f"✗ {v['mistake']}", v["mistake_error"], "C3"))
+        for desc, e in v["fixes"].items():
+            rows.append((f"   ✓ {desc}", e, "C2"))
+    fig, ax = plt.subplots(figsize=(9.5, 0.32 * len(rows) + 1.0))
+    y = np.arange(len(rows))[::-1]
+    ax.barh(y, [max(r[1], 1e-9) for r in rows], color=[r[2] for r in rows])
+    ax.set_yticks(y, [r[0] for r in rows], fontsize=7.5)
+    ax.set_xscale("log")
+    ax.set_xlim(1e-9, 10)
+    ax.axvline(mistake_floor, color="C3", ls=":", lw=0.8)
+    ax.axvline(fix_ceiling, color="C2", ls=":", lw=0.8)
+    ax.axvline(FLOAT32_EPS, color="k", ls=":", lw=0.6)
+    for yi, r in zip(y, rows):
+        ax.text(max(r[1], 1e-9) * 1.4, yi, f"{r[1]:.1e}", va="center", fontsize=7)
+    ax.set_xlabel("relative quarter-turn error (float32, max over 90°, 180°, 270°)")
+    ax.set_title("Design mistakes that break exact C4 equivariance, each next to its fix", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_error_maps(image, rows: Sequence[tuple[str, dict[str, np.ndarray]]], cmap: str = "inferno"):
+    """Figure-8 style: the input, then per row the error maps of several networks on one colour scale.
+
+    ``rows``: ``[(row title, {network name: error map [H, W]}), ...]``. Each map is divided by the
+    row's largest error so colours compare networks within a row; the true maxima are in the titles.
+    """
+    plt = _plt()
+    ncols = 1 + max(len(maps) for _, maps in rows)
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(2.9 * ncols, 2.9 * len(rows)), squeeze=False)
+    img = image.detach().cpu().double().numpy() if hasattr(image, "detach") else np.asarray(image)
+    img = img.reshape(img.shape[-2:]) if img.ndim > 2 else img
+    for r, (row_title, maps) in enumerate(rows):
+        axes[r, 0].imshow(img, cmap="gray")
+        axes[r, 0].set_title(f"input (turned by {row_title})", fontsize=8)
+        vmax = max(float(np.nanmax(m)) for m in maps.values()) or 1.0
+        for c, (name, emap) in enumerate(maps.items(), start=1):
+            axes[r, c].imshow(emap, cmap=cmap, vmin=0, vmax=vmax)
+            axes[r, c].set_title(f"{name}\nmax {np.nanmax(emap):.1e}", fontsize=8)
+        for c in range(len(maps) + 1, ncols):
+            axes[r, c].set_visible(False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("|Φ(rotate(I)) − rotate(Φ(I))| per pixel (one colour scale per row)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------
+# the explorer
+# ---------------------------------------------------------------------------------------------------
+
+def draw_explorer(field, operator: str = "maxpool", angle_deg: float = 30.0, delta: float = 1 / 32, m: int = 8,
+                  nets: dict | None = None, fit: tuple[float, float] | None = None, G: float | None = None,
+                  radius: float = 0.7, resolution: int | None = None, n_points: int = 10000, seed: int = 0):
+    """Error map at one (operator, angle, δ, m) and, beside it, the bound against δ with this δ marked.
+
+    ``operator``: ``"maxpool"`` / ``"bilinear"`` (pointwise operators: ``m`` does not enter — they act
+    on every orientation channel alone), ``"rote"`` (``nets[m]``, a Rot-E network) or ``"plain"``
+    (``nets["plain"]``). For networks the right panel draws ``C₁δ + C₂δ/m`` from ``fit``.
+    Returns ``(figure, max error shown in the map)``.
+    """
+    plt = _plt()
+    theta = math.radians(angle_deg)
+    fig, (ax_map, ax_curve) = plt.subplots(1, 2, figsize=(9.6, 4.0))
+    ext = [-radius, radius, radius, -radius]
+    deltas = np.array([2.0 ** -k for k in range(3, 9)])
+    if operator in ("maxpool", "bilinear"):
+        G = G if G is not None else field.gradient_bound(radius + 2 * deltas.max())
+        emap = pointwise_error_map(field, operator, delta, theta, radius, resolution or 161)
+        bound = BOUND_CONSTANTS[operator] * G * delta
+        im = ax_map.imshow(emap, cmap="inferno", vmin=0, vmax=bound, extent=ext)
+        ax_map.set_title(f"{OPERATOR_LABELS[operator]}, θ = {angle_deg:.0f}°, δ = {delta:.4g}\n"
+                         f"colour scale = the bound {bound:.2e}; max here {np.nanmax(emap):.2e}", fontsize=8)
+        chk = check_bound(field, operator, deltas, n_points=n_points, radius=radius, seed=seed, G=G)
+        ax_curve.loglog(deltas, chk.bounds, "k-", label=f"bound {BOUND_CONSTANTS[operator]:.3g}·G·δ")
+        ax_curve.loglog(deltas, chk.max_errors, "o-", color="C3", label="max error, random θ")
+        ax_curve.loglog([delta], [np.nanmax(emap)], "*", ms=14, color="C1", label=f"this map (θ = {angle_deg:.0f}°)")
+        value = float(np.nanmax(emap))
+    else:
+        if nets is None:
+            raise ValueError("network operators need nets={m: Rot-E net, ..., 'plain': plain net}")
+        net = nets[m] if operator == "rote" else nets["plain"]
+        emap = network_error_map(net, field, delta, theta, radius, resolution or 40)
+        value = float(np.nanmax(emap))
+        im = ax_map.imshow(emap, cmap="inferno", vmin=0, extent=ext)
+        label = f"Rot-E, m = {m}" if operator == "rote" else "plain CNN"
+        ax_map.set_title(f"{label}, θ = {angle_deg:.0f}°, δ = {delta:.4g}\nrelative max error {value:.2e}",
+                         fontsize=8)
+        if fit is not None:
+            c1, c2 = fit
+            for mm in sorted(k for k in nets if isinstance(k, int)):
+                ax_curve.loglog(deltas, c1 * deltas + c2 * deltas / mm, "-", lw=1 + (mm == m),
+                                color="k" if mm == m else "0.7", label=f"C₁δ + C₂δ/m, m = {mm}")
+        ax_curve.loglog([delta], [max(value, 1e-12)], "*", ms=14, color="C1", label="this map")
+    fig.colorbar(im, ax=ax_map, shrink=0.85)
+    ax_curve.set_xlabel("mesh size δ")
+    ax_curve.set_ylabel("error")
+    ax_curve.grid(True, which="both", alpha=0.3)
+    ax_curve.legend(fontsize=7)
+    ax_curve.set_title("the bound against δ", fontsize=8)
+    fig.tight_layout()
+    return fig, value
+
+
+def theorem_explorer(field, nets: dict, fit: tuple[float, float] | None = None, G: float | None = None,
+                     radius: float = 0.7):
+    """ipywidgets controls (angle, δ, m, operator) that redraw ``draw_explorer``."""
+    import ipywidgets as W
+
+    plt = _plt()
+    angle = W.FloatSlider(value=30.0, min=0.0, max=360.0, step=1.0, description="angle θ (°)",
+                          continuous_update=False)
+    delta = W.SelectionSlider(options=[(f"1/{2 ** k}", 2.0 ** -k) for k in range(3, 8)], value=2.0 ** -5,
+                              description="mesh δ", continuous_update=False)
+    m = W.Dropdown(options=sorted(k for k in nets if isinstance(k, int)), value=sorted(k for k in nets if isinstance(k, int))[0],
+                   description="m")
+    operator = W.Dropdown(options=[(v, k) for k, v in OPERATOR_LABELS.items()], value="maxpool",
+                          description="operator")
+    out = W.Output()
+
+    def redraw(*_):
+        fig, _ = draw_explorer(field, operator.value, angle.value, delta.value, m.value, nets=nets, fit=fit,
+                               G=G, radius=radius)
+        # replace the widget's outputs directly rather than capturing with ``with out:`` and
+        # clear_output(wait=True): that message dance can stall unattended runs (papermill/nbclient)
+        out.outputs = ()
+        out.append_display_data(fig)
+        plt.close(fig)
+
+    for w in (angle, delta, m, operator):
+        w.observe(redraw, names="value")
+    redraw()
+    return W.VBox([W.HBox([operator, m]), W.HBox([angle, delta]), out])
