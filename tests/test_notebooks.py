@@ -40,6 +40,29 @@ def check_01_bconv(r):
     assert r["runtime_s"] < 180
 
 
+def check_02_equivariance_theorems(r):
+    assert r["bounds_hold"] == 1 and r["max_error_bound_ratio"] <= 1.0
+    for op in ("maxpool", "bilinear"):
+        assert all(e <= b for e, b in zip(r[f"{op}_max_errors"], r[f"{op}_bounds"]))
+        assert 0.8 <= r[f"{op}_slope"] <= 1.3
+        assert len(r[f"{op}_max_errors"]) >= 6  # at least five octaves of δ
+    assert 1.7 <= r["bilinear_smooth_slope"] <= 2.3
+    assert r["groupnorm_field_error"] <= 1e-6
+    assert min(r["groupnorm_plain_affine_error"], r["groupnorm_plain_split_error"]) >= 1e-2
+    assert r["quarter_turn_rote_max_error"] <= 1e-5 and r["quarter_turn_pointwise_rote_max_error"] <= 1e-5
+    assert r["quarter_turn_plain_min_error"] >= 1e-2
+    assert r["unet_available"] and r["quarter_turn_unet_max_error"] <= 1e-5
+    assert len(r["variants"]) == 8
+    for v in r["variants"].values():
+        assert v["mistake"] >= 1e-2 and v["fix"] <= 1e-5
+    fin = {k: v[-1] for k, v in r["network_max_errors"].items()}
+    assert fin["Rot-E m=16"] < fin["Rot-E m=4"] and fin["plain CNN"] > 5 * fin["Rot-E m=4"]
+    for m in (4, 8, 16):
+        assert 0.8 <= r["network_slopes"][f"Rot-E m={m}"] <= 1.5
+    assert r["photo_max_error_90"]["Rot-E m=4"] <= 1e-5 and r["photo_max_error_90"]["plain CNN"] >= 1e-2
+    assert r["runtime_s"] < 180
+
+
 def check_03_train_rediffuse(r):
     assert max(r["unet_c4_error"].values()) <= 1e-5, r["unet_c4_error"]
     paper = r["parameters"]["paper (base 64, ×[1,2,4,8])"]
@@ -66,7 +89,8 @@ def check_04_evaluate_fusion(r):
     assert r["runtime_s"] < 600
 
 
-CHECKS = {"01_bconv": check_01_bconv, "03_train_rediffuse": check_03_train_rediffuse,
+CHECKS = {"01_bconv": check_01_bconv, "02_equivariance_theorems": check_02_equivariance_theorems,
+          "03_train_rediffuse": check_03_train_rediffuse,
           "04_evaluate_fusion": check_04_evaluate_fusion}
 
 

@@ -1,7 +1,10 @@
 """Figures and widget builders used by the notebooks (kept here so notebooks only explain and call).
 
 - ``viz.common``  saving figures, image display helpers
-- ``viz.layers``  bases, rotated filters, feature fields, the rotation explorer widget (notebook 01)
+- ``viz.layers``      bases, rotated filters, feature fields, the rotation explorer widget (notebook 01)
+- ``viz.theorems``    bound checks, design mistakes, error maps, the theorem explorer (notebook 02)
+- ``viz.diffusion``   schedules, the forward process, loss curves, U-Net shapes (notebook 03)
+- ``viz.evaluation``  zoomed comparisons, difference images, equivariance maps, scatter (notebook 04)
 """
 from .common import save_figure, show_images
 

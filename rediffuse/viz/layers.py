@@ -128,10 +128,17 @@ def rotation_explorer(lift, image: torch.Tensor, field: int = 0):
         fig.tight_layout()
         return fig
 
-    def _update(step):
-        fig = draw(step)
-        plt.show(fig)
-
     slider = widgets.IntSlider(value=0, min=0, max=m - 1, description=f"step (2π/{m})")
-    widget = widgets.interactive(_update, step=slider)
-    return widget, draw
+    out = widgets.Output()
+
+    def redraw(*_):
+        fig = draw(slider.value)
+        # replace the outputs directly: capturing with ``with out:`` + clear_output can stall
+        # unattended runs (papermill/nbclient)
+        out.outputs = ()
+        out.append_display_data(fig)
+        plt.close(fig)
+
+    slider.observe(redraw, names="value")
+    redraw()
+    return widgets.VBox([slider, out]), draw
