@@ -65,6 +65,13 @@ class FilterBasis:
 
     dim: int
 
+    def _check_inP(self, inP: int | None) -> int:
+        """Control points / frequencies per axis: odd (centred), at most the kernel size."""
+        inP = self.size if inP is None else inP
+        if inP < 1 or inP % 2 == 0 or inP > self.size:
+            raise ValueError(f"inP must be odd and in [1, size={self.size}], got {inP}")
+        return inP
+
     def functions(self, row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
@@ -91,11 +98,8 @@ class BicubicBasis(FilterBasis):
 
     def __init__(self, size: int, inP: int | None = None, mask: bool | None = None):
         super().__init__(size, mask)
-        inP = size if inP is None else inP
-        if inP < 1 or inP % 2 == 0 or inP > size:
-            raise ValueError(f"inP must be odd and in [1, size={size}], got {inP}")
-        self.inP = inP
-        self.dim = inP * inP
+        self.inP = self._check_inP(inP)
+        self.dim = self.inP ** 2
 
     def functions(self, row, col):
         s = (self.inP - 1) / 2
@@ -117,11 +121,8 @@ class FourierBasis(FilterBasis):
 
     def __init__(self, size: int, inP: int | None = None, mask: bool | None = None):
         super().__init__(size, mask)
-        inP = size if inP is None else inP
-        if inP < 1 or inP % 2 == 0 or inP > size:
-            raise ValueError(f"inP must be odd and in [1, size={size}], got {inP}")
-        self.inP = inP
-        h = (inP - 1) // 2
+        self.inP = self._check_inP(inP)
+        h = (self.inP - 1) // 2
         freqs = [(k, l) for k in range(-h, h + 1) for l in range(-h, h + 1)]
         # one representative of each ±(k, l) pair: cos for all, sin for the non-zero ones
         half = [f for f in freqs if f > (0, 0)]

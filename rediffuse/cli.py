@@ -162,6 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    return run_command(args)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run ``args.func``: one-line errors and exit code 1 (full traceback with ``--debug``)."""
     try:
         return args.func(args)
     except KeyboardInterrupt:

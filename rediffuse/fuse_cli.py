@@ -211,17 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = ["--debug"] if "--debug" in argv else []
     args = parser.parse_args([*debug, "fuse", *(a for a in argv if a != "--debug")])
-    try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        print("rediffuse: interrupted", file=sys.stderr)
-        return 130
-    except (ValueError, RuntimeError, FileNotFoundError, OSError) as e:
-        if args.debug:
-            raise
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"rediffuse fuse: error: {msg}", file=sys.stderr)
-        return 1
+    from .cli import run_command
+
+    return run_command(args)
 
 
 if __name__ == "__main__":
