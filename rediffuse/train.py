@@ -26,7 +26,8 @@ import torch.nn as nn
 from .diffusion import get_schedule, training_loss
 from .unet import ReDiffuseUNet, count_parameters
 
-__all__ = ["TrainConfig", "train", "build_dataset", "save_checkpoint", "load_checkpoint", "load_model"]
+__all__ = ["TrainConfig", "train", "build_dataset", "save_checkpoint", "load_checkpoint", "load_model",
+           "export_checkpoint"]
 
 
 @dataclass
@@ -89,6 +90,16 @@ def load_model(path: str | Path, ema: bool = True, map_location="cpu") -> tuple[
     except RuntimeError as e:
         raise ValueError(f"{path} does not match the model it describes: {str(e).splitlines()[0]}") from None
     return model.eval(), ck.get("config", {})
+
+
+def export_checkpoint(src: str | Path, dst: str | Path, **meta: Any) -> Path:
+    """Write a slim, shippable copy of a training checkpoint: weights, EMA weights, configs, step and
+    ``meta`` (e.g. wall time, hardware) — no optimizer state."""
+    ck = load_checkpoint(src)
+    slim = {k: ck[k] for k in ("model", "ema", "config", "model_config", "step") if k in ck}
+    slim["meta"] = meta
+    save_checkpoint(dst, slim)
+    return Path(dst)
 
 
 # ---------------------------------------------------------------- data

@@ -45,6 +45,20 @@ def test_checkpoint_loads_weights_only_and_rebuilds_model(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_exported_checkpoint_is_slim_and_loads(tmp_path):
+    from rediffuse.train import export_checkpoint
+
+    train(tiny_cfg(steps=2), tmp_path, progress=False)
+    out = export_checkpoint(tmp_path / "last.pt", tmp_path / "ship.pt", hardware="test")
+    ck = torch.load(out, weights_only=True)
+    assert "optimizer" not in ck and ck["meta"] == {"hardware": "test"} and ck["step"] == 2
+    a, _ = load_model(tmp_path / "last.pt")
+    b, _ = load_model(out)
+    x = torch.randn(1, 3, 24, 24)
+    with torch.no_grad():
+        assert torch.equal(a(x, torch.tensor([3])), b(x, torch.tensor([3])))
+
+
 def test_bad_checkpoints_give_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")
