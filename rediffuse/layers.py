@@ -51,11 +51,10 @@ class FieldGroupNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # contiguous channel blocks of size (fields/groups)*m contain whole fields, so the
-        # statistics are shared across orientations automatically
-        x = F.group_norm(x, self.num_groups, eps=self.eps)
-        w = self.weight.repeat_interleave(self.m)[None, :, None, None]
-        b = self.bias.repeat_interleave(self.m)[None, :, None, None]
-        return x * w + b
+        # statistics are shared across orientations automatically; the per-field affine is expanded
+        # to channels and handed to group_norm, which applies it in the same pass
+        return F.group_norm(x, self.num_groups, self.weight.repeat_interleave(self.m),
+                            self.bias.repeat_interleave(self.m), self.eps)
 
 
 class FieldTimeBias(nn.Module):
