@@ -28,3 +28,15 @@ def require_dataset(name: str):
     if p is None:
         pytest.skip(f"../shared/data/{name} is not present")
     return p
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A weight-map fusion checkpoint trained for 2 steps (seconds): for pipeline and CLI tests."""
+    from rediffuse.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("tiny")
+    cfg = TrainConfig(synthetic=4, crop=24, batch=2, steps=2, prediction="weights", T=50,
+                      model=dict(base=8, mults=(1, 2), conv="bconv", groups=2, emb_dim=16))
+    train(cfg, out, progress=False)
+    return out / "last.pt"

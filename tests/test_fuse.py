@@ -12,19 +12,15 @@ from rediffuse.diffusion import get_schedule, predict_x0_eps
 from rediffuse.fuse import FusionModel, fuse, plan_tiles, tile_window
 from rediffuse.metrics import psnr
 from rediffuse.paths import dataset_dir
-from rediffuse.train import TrainConfig, save_checkpoint, train
+from rediffuse.train import save_checkpoint
 from rediffuse.unet import ReDiffuseUNet
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny")
-    cfg = TrainConfig(synthetic=4, crop=24, batch=2, steps=2, prediction="weights", T=50,
-                      model=dict(base=8, mults=(1, 2), conv="bconv", groups=2, emb_dim=16))
-    train(cfg, out, progress=False)
-    return FusionModel(out / "last.pt")
+def tiny_model(tiny_checkpoint):
+    return FusionModel(tiny_checkpoint)
 
 
 def _checkpoint(path, **model_kw):

@@ -19,7 +19,7 @@ from rediffuse.fuse import fuse
 from rediffuse.fuse_cli import add_fuse_parser
 from rediffuse.fuse_cli import main as standalone_main
 from rediffuse.paths import dataset_dir
-from rediffuse.train import TrainConfig, save_checkpoint, train
+from rediffuse.train import save_checkpoint
 from rediffuse.unet import ReDiffuseUNet
 
 torch.set_num_threads(1)
@@ -46,12 +46,8 @@ def only_files(folder):
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny")
-    cfg = TrainConfig(synthetic=4, crop=24, batch=2, steps=2, prediction="weights", T=50,
-                      model=dict(base=8, mults=(1, 2), conv="bconv", groups=2, emb_dim=16))
-    train(cfg, out, progress=False)
-    return out / "last.pt"
+def ckpt(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 @pytest.fixture
