@@ -29,7 +29,7 @@ from .imageio import write_image
 from .metrics import evaluate as score_triple
 from .paths import reference_dir
 
-__all__ = ["Method", "make_method", "evaluate_folder", "mean_table", "leaderboard", "markdown_table",
+__all__ = ["Method", "make_method", "evaluate_folder", "fused_path", "mean_table", "leaderboard", "markdown_table",
            "LEADERBOARD_METRICS"]
 
 LEADERBOARD_METRICS = ("QMI", "QG", "QP", "QE")  # the columns the reference CSV shares with ours
@@ -58,8 +58,10 @@ def make_method(spec: str, *, sampler: str | None = None, steps: int | None = No
                      "or a checkpoint file (*.pt)")
 
 
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("_")
+def fused_path(out_dir: str | Path, method: str, stem: str) -> Path:
+    """Where ``evaluate_folder`` writes the fused image of ``stem`` by ``method``."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in method).strip("_")
+    return Path(out_dir) / safe / "fused" / f"{stem}.png"
 
 
 def evaluate_folder(folder: str | Path, methods: Sequence[Method], out_dir: str | Path | None = None, *,
@@ -90,7 +92,7 @@ def evaluate_folder(folder: str | Path, methods: Sequence[Method], out_dir: str 
             row["seconds"] = seconds
             rows.append(row)
             if out is not None and save_images:
-                write_image(out / _safe(method.name) / "fused" / f"{stem}.png", fused)
+                write_image(fused_path(out, method.name, stem), fused)
             bar.update(1)
     bar.close()
     if out is not None:
