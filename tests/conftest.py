@@ -1,18 +1,10 @@
 import pytest
 import torch
 
-from rediffuse.paths import dataset_dir, reference_dir, shared_root
+from rediffuse.paths import dataset_dir, reference_dir
 
 # Small models run several times faster single-threaded on 2-core machines.
 torch.set_num_threads(1)
-
-
-@pytest.fixture
-def shared():
-    root = shared_root()
-    if root is None:
-        pytest.skip("../shared (real data) is not present")
-    return root
 
 
 @pytest.fixture
