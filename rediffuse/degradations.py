@@ -127,6 +127,16 @@ class GaussianBlur(Degradation):
         _check_4d(y, "y")
         return self._apply(y, 1)
 
+    def wiener(self, y: Tensor, nsr: float) -> Tensor:
+        """Wiener deconvolution F⁻¹[K/(K² + nsr)]F y with a constant noise-to-signal power ratio
+        ``nsr`` > 0 (the classical restorer; ``nsr`` → 0 approaches A⁺). y: [B, C, H, W]."""
+        _check_4d(y, "y")
+        if nsr <= 0:
+            raise ValueError("nsr must be > 0 (use A_pinv for the plain inverse)")
+        H, W = y.shape[-2:]
+        K = self._spectra(H, W, y.device, y.dtype)[0]
+        return torch.fft.irfft2(torch.fft.rfft2(y) * (K / (K * K + nsr)), s=(H, W))
+
 
 def _check_divisible(x: Tensor, factor: int, name: str) -> None:
     H, W = x.shape[-2:]

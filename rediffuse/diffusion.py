@@ -41,6 +41,7 @@ __all__ = [
     "predict_x0_eps",
     "register_prediction",
     "PREDICTIONS",
+    "weight_map",
     "sampling_timesteps",
     "posterior_coefficients",
     "ddim_coefficients",
@@ -214,6 +215,11 @@ def _from_x0(out: Tensor, x_t: Tensor, a: Tensor, s: Tensor, cond: Tensor | None
     return out, (x_t - a * out) / s
 
 
+def weight_map(out: Tensor) -> Tensor:
+    """The per-pixel weight of source A that a ``"weights"`` model's raw output encodes (sigmoid)."""
+    return torch.sigmoid(out)
+
+
 def _from_weights(out: Tensor, x_t: Tensor, a: Tensor, s: Tensor, cond: Tensor | None):
     """Weight-map fusion (DRFusion's fusion constraint): x̂0 = w·I_A + (1 − w)·I_B, w = sigmoid(out).
 
@@ -223,7 +229,7 @@ def _from_weights(out: Tensor, x_t: Tensor, a: Tensor, s: Tensor, cond: Tensor |
     if cond is None or cond.shape[1] != 2 * out.shape[1]:
         raise ValueError("the 'weights' prediction needs cond = the two sources [B, 2*C, H, W]")
     c = out.shape[1]
-    w = torch.sigmoid(out)
+    w = weight_map(out)
     x0 = w * cond[:, :c] + (1 - w) * cond[:, c:]
     return x0, (x_t - a * x0) / s
 
