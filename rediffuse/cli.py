@@ -35,7 +35,7 @@ def _train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         data=args.data, exclude=args.exclude, synthetic=args.synthetic, crop=args.crop, batch=args.batch,
         steps=args.steps, lr=args.lr, prediction=args.prediction, T=args.T, seed=args.seed,
-        ckpt_every=args.ckpt_every, loss_scale=args.loss_scale,
+        ckpt_every=args.ckpt_every, loss_scale=args.loss_scale, channels=3 if args.rgb else 1,
         model=dict(base=args.base, mults=tuple(args.mults), conv=args.conv, groups=args.groups,
                    dropout=args.dropout),
     )
@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what the network predicts: noise (the paper), the image, or a weight map")
     p.add_argument("--loss-scale", type=float, default=1.0, help="the official code uses 128 with eps")
     p.add_argument("--T", type=int, default=2000, help="diffusion steps")
+    p.add_argument("--rgb", action="store_true",
+                   help="fuse RGB in and out (FusionDiff-style backbone) instead of luminance Y")
     p.add_argument("--conv", default="bconv", choices=["bconv", "fconv", "gconv", "plain"])
     p.add_argument("--base", type=int, default=16, help="base width in channels (paper: 64)")
     p.add_argument("--mults", type=int, nargs="+", default=[1, 2, 4], help="width multipliers (paper: 1 2 4 8)")

@@ -206,9 +206,11 @@ class FusionModel:
             raise ValueError(f"{path} is not a checkpoint this version of rediffuse can use "
                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
         mc = self.model.config
-        if (mc["in_channels"], mc["out_channels"]) != (3, 1):
+        if (mc["in_channels"], mc["out_channels"]) not in ((3, 1), (9, 3)):
             raise ValueError(f"{path} holds a model with {mc['in_channels']} input and {mc['out_channels']} "
-                             "output channels; fusion needs a luminance model (3 inputs: A, B, noisy Y; 1 output)")
+                             "output channels; fusion needs a luminance model (3 inputs: A, B, noisy Y; 1 output) "
+                             "or an RGB one (9 inputs, 3 outputs)")
+        self.channels = int(mc["out_channels"])  # 1: luminance Y, 3: RGB
         bad = [n for n, p in self.model.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
         if bad:
             raise ValueError(f"{path} is corrupt: {len(bad)} weight tensors hold NaN/inf values (e.g. {bad[0]}); "
@@ -273,15 +275,17 @@ class FusionModel:
     def fuse_y(self, y_a: torch.Tensor, y_b: torch.Tensor, sampler: str | None = None, steps: int | None = None,
                seed: int = 0, progress: bool = False, *, tile: int | str | None = None, overlap: int | None = None,
                callback: Callable[[], None] | None = None) -> torch.Tensor:
-        """Fuse ``[B, 1, H, W]`` luminances in [-1, 1]; returns ``[B, 1, H, W]`` in [-1, 1] (on the device).
+        """Fuse ``[B, C, H, W]`` images in [-1, 1] (C = ``self.channels``: 1 luminance, 3 RGB); returns
+        ``[B, C, H, W]`` in [-1, 1] (on the device).
 
         ``tile``/``overlap``: see the module docstring (default: whole image). Inputs with a side below
         ``min_size`` are reflect-padded. ``progress`` shows a bar over network evaluations;
         ``callback()`` is called after each one. Deterministic given ``seed`` (x_T is drawn for the
         whole image from a CPU generator, so tiling and device do not change it).
         """
-        if y_a.shape != y_b.shape or y_a.ndim != 4 or y_a.shape[1] != 1:
-            raise ValueError(f"fuse_y expects two [B, 1, H, W] tensors of one shape, got {tuple(y_a.shape)} "
+        c = self.channels
+        if y_a.shape != y_b.shape or y_a.ndim != 4 or y_a.shape[1] != c:
+            raise ValueError(f"fuse_y expects two [B, {c}, H, W] tensors of one shape, got {tuple(y_a.shape)} "
                              f"and {tuple(y_b.shape)}")
         sampler, steps = self.sampler_settings(sampler, steps)
         tile, overlap = self.resolve_tile(tile, overlap)
@@ -305,7 +309,7 @@ class FusionModel:
         net = _TiledNet(self.model, H, W, tile, overlap, on_eval)
         g = torch.Generator(device="cpu").manual_seed(int(seed))
         try:
-            out = get_sampler(sampler)(net, cond, (cond.shape[0], 1, H, W), self.schedule, steps, generator=g,
+            out = get_sampler(sampler)(net, cond, (cond.shape[0], c, H, W), self.schedule, steps, generator=g,
                                        progress=False, prediction=self.prediction)
         finally:
             if bar is not None:
@@ -439,17 +443,23 @@ def fuse(images: Sequence[ImageLike], model: FusionModel | str | os.PathLike | N
         if callback is not None:
             callback()
 
-    def to_t(y: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(y / np.float32(127.5) - np.float32(1.0))[None, None]
+    def to_t(a: np.ndarray) -> torch.Tensor:
+        if fm.channels == 1:
+            return torch.from_numpy(_luma(a) / np.float32(127.5) - np.float32(1.0))[None, None]
+        rgb = np.repeat(a[..., None], 3, -1) if a.ndim == 2 else a  # an RGB model fuses R, G, B directly
+        return torch.from_numpy(np.moveaxis(rgb.astype(np.float32), -1, 0) / np.float32(127.5) - np.float32(1.0))[None]
 
     try:
-        fused = to_t(_luma(arrays[0]))
+        fused = to_t(arrays[0])
         for a in arrays[1:]:
-            fused = fm.fuse_y(fused, to_t(_luma(a)), sampler, steps, seed, tile=tile, overlap=overlap,
-                              callback=on_eval)
+            fused = fm.fuse_y(fused, to_t(a), sampler, steps, seed, tile=tile, overlap=overlap, callback=on_eval)
     finally:
         if bar is not None:
             bar.close()
+    if fm.channels == 3:
+        rgb = np.clip(np.rint((fused[0].cpu().numpy().astype(np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+        rgb = np.ascontiguousarray(np.moveaxis(rgb, 0, -1))
+        return rgb if any(colour) else np.clip(np.rint(_luma(rgb)), 0, 255).astype(np.uint8)
     y = (fused[0, 0].cpu().numpy().astype(np.float32) + np.float32(1.0)) * np.float32(127.5)
     del fused
     if not any(colour):

@@ -47,6 +47,7 @@ class TrainConfig:
     ema: float = 0.999
     grad_clip: float = 1.0
     prediction: str = "x0"  # "eps" (the paper) or "x0"
+    channels: int = 1  # 1: fuse luminance Y (ReDiffuse); 3: RGB in and out (FusionDiff-style)
     loss_scale: float = 1.0  # the official code multiplies the ε-MSE by 128
     schedule: str = "cosine"
     T: int = 2000
@@ -110,10 +111,13 @@ def build_dataset(cfg: TrainConfig):
 
     from .data import FusionFolder, SyntheticPairs
 
+    if cfg.channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (luminance) or 3 (RGB), got {cfg.channels}")
+    y_only = cfg.channels == 1
     parts = [FusionFolder(d, crop=cfg.crop, augment=True, exclude=cfg.exclude or None, require_gt=True,
-                          seed=cfg.seed, cache=True) for d in cfg.data]
+                          seed=cfg.seed, cache=True, y_only=y_only) for d in cfg.data]
     if cfg.synthetic:
-        parts.append(SyntheticPairs(cfg.synthetic, size=cfg.crop, seed=cfg.seed))
+        parts.append(SyntheticPairs(cfg.synthetic, size=cfg.crop, seed=cfg.seed, y_only=y_only))
     if not parts:
         raise ValueError("no training data: give --data FOLDER (with A/, B/, GT/) and/or --synthetic N")
     return ConcatDataset(parts)
@@ -166,7 +170,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, device
         raise ValueError(f"batch {cfg.batch} is not divisible by {world} processes")
     dev = torch.device(device)
     torch.manual_seed(cfg.seed)
-    model = ReDiffuseUNet(in_channels=3, out_channels=1, **cfg.model).to(dev)
+    model = ReDiffuseUNet(in_channels=3 * cfg.channels, out_channels=cfg.channels, **cfg.model).to(dev)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start = 0

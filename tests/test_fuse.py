@@ -223,7 +223,7 @@ def test_checkpoint_errors(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="not a readable rediffuse checkpoint"):
         FusionModel(tmp_path / "junk.pt")
     with pytest.raises(ValueError, match="luminance model"):
-        FusionModel(_checkpoint(tmp_path / "rgb.pt", in_channels=9, out_channels=3, base=8, mults=(1,), groups=2))
+        FusionModel(_checkpoint(tmp_path / "odd.pt", in_channels=6, out_channels=2, base=8, mults=(1,), groups=2))
     torch.save({"model": {}, "model_config": {"colour": True}}, tmp_path / "alien.pt")
     with pytest.raises(ValueError, match="not a checkpoint this version"):
         FusionModel(tmp_path / "alien.pt")
@@ -252,3 +252,22 @@ def test_lytro_triple_in_one_call(tiny_model):
         warnings.simplefilter("error")  # no notices for a clean colour triple
         out = fuse(files, tiny_model, steps=1)
     assert out.shape == (520, 520, 3) and out.dtype == np.uint8
+
+
+def test_rgb_model_fuses_colour_directly(tmp_path):
+    # a FusionDiff-style RGB model (9 inputs, 3 outputs): a weight map per colour channel, so fusing an
+    # image with itself must give the image back exactly
+    from rediffuse.train import TrainConfig, train
+
+    cfg = TrainConfig(synthetic=4, crop=24, batch=2, steps=2, prediction="weights", T=50, channels=3,
+                      model=dict(base=8, mults=(1, 2), conv="bconv", groups=2, emb_dim=16))
+    train(cfg, tmp_path, progress=False)
+    fm = FusionModel(tmp_path / "last.pt")
+    assert fm.channels == 3
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)
+    out = fuse([img, img], fm, tile=0)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - img).max() <= 1
+    grey = fuse([img[..., 0], img[..., 1]], fm, tile=0)
+    assert grey.shape == (40, 36)

@@ -264,10 +264,10 @@ def test_error_missing_corrupt_or_incompatible_checkpoint(imgs, tmp_path, capsys
     expect_error(capsys, fuse_args(junk, *a, out=o), r"junk\.pt is not a readable rediffuse checkpoint")
     torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
     expect_error(capsys, fuse_args(tmp_path / "other.pt", *a, out=o), r"not a rediffuse model checkpoint")
-    net = ReDiffuseUNet(in_channels=9, out_channels=3, base=8, mults=(1,), groups=2)
+    net = ReDiffuseUNet(in_channels=6, out_channels=2, base=8, mults=(1,), groups=2)
     save_checkpoint(tmp_path / "rgb.pt", dict(model=net.state_dict(), model_config=net.config, config={}))
     expect_error(capsys, fuse_args(tmp_path / "rgb.pt", *a, out=o),
-                 r"9 input and 3 output channels; fusion needs a luminance model")
+                 r"6 input and 2 output channels; fusion needs a luminance model")
     sd = net.state_dict()
     sd.pop(next(iter(sd)))
     save_checkpoint(tmp_path / "cut.pt", dict(model=sd, model_config=net.config, config={}))
