@@ -29,7 +29,7 @@ from .degradations import (AvgPoolDown, BicubicDown, Degradation, GaussianBlur, 
 from .diffusion import get_sampler, make_ddnm_correction, sampling_timesteps, weight_map
 
 __all__ = ["DegradationSetting", "DEGRADATION_SETTINGS", "FUSE_MODES", "naive_upsample", "classical_restore",
-           "fuse_degraded", "degradation_rows"]
+           "fuse_degraded", "degradation_rows", "degradation_table"]
 
 FUSE_MODES = ("plain", "restore", "correct")
 
@@ -196,3 +196,16 @@ def degradation_rows(fm, folder: str | Path, settings: Sequence[DegradationSetti
                 bar.update(1)
     bar.close()
     return rows
+
+
+def degradation_table(rows: Sequence[dict], metrics: Sequence[str] = ("PSNR", "SSIM", "seconds")) -> dict:
+    """Means of :func:`degradation_rows` output: ``{degradation: {method: {metric: mean, "pairs": n}}}``."""
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for r in rows:
+        table.setdefault(r["degradation"], {}).setdefault(r["method"], {})
+    for deg, per in table.items():
+        for m in per:
+            sel = [r for r in rows if r["degradation"] == deg and r["method"] == m]
+            per[m] = {k: float(np.mean([r[k] for r in sel])) for k in metrics}
+            per[m]["pairs"] = len(sel)
+    return table

@@ -5,6 +5,7 @@
 - ``viz.theorems``    bound checks, design mistakes, error maps, the theorem explorer (notebook 02)
 - ``viz.diffusion``   schedules, the forward process, loss curves, U-Net shapes (notebook 03)
 - ``viz.evaluation``  zoomed comparisons, difference images, equivariance maps, scatter (notebook 04)
+- ``viz.beyond``      the few-step quality/cost curve, grouped bars of result tables (notebooks 05, 06)
 """
 from .common import save_figure, show_images
 

@@ -1,0 +1,74 @@
+"""Ablations: model variants trained with the same data, steps and seed, then scored side by side.
+
+- ``TABLE3``: the convolution (paper Table 3) — plain, G-Conv (rot90 weight tying), F-Conv (Fourier
+  basis), B-Conv (bicubic basis) U-Nets of equal channel widths;
+- ``TABLE2``: the Rot-E design on a FusionDiff-style RGB backbone (9 inputs, 3 outputs) vs the
+  original plain RGB backbone (paper Table 2);
+- ``parameter_table``: parameter counts of every convolution kind at a given U-Net size.
+
+``train_variants`` trains each variant in its own run folder (``<root>/<prefix><key>``), resuming
+unfinished runs and skipping finished ones, so the full configuration can be run once from the
+command line (README) and read back by notebook 06.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Mapping
+
+from .layers import CONV_KINDS
+from .train import TrainConfig, load_checkpoint, train
+from .unet import ReDiffuseUNet, count_parameters
+
+__all__ = ["TABLE3", "TABLE2", "variant_config", "train_variants", "parameter_table", "PAPER_SIZE"]
+
+# variant key -> (label, TrainConfig overrides; "model" entries are merged into the model dict)
+TABLE3: dict[str, tuple[str, dict]] = {
+    "plain": ("plain CNN", {"model": {"conv": "plain"}}),
+    "gconv": ("G-Conv", {"model": {"conv": "gconv"}}),
+    "fconv": ("F-Conv", {"model": {"conv": "fconv"}}),
+    "bconv": ("B-Conv (ReDiffuse)", {"model": {"conv": "bconv"}}),
+}
+TABLE2: dict[str, tuple[str, dict]] = {
+    "rgb-plain": ("FusionDiff-style RGB, plain", {"channels": 3, "model": {"conv": "plain"}}),
+    "rgb-bconv": ("FusionDiff-style RGB + Rot-E (B-Conv)", {"channels": 3, "model": {"conv": "bconv"}}),
+}
+PAPER_SIZE = dict(base=64, mults=(1, 2, 4, 8), groups=16)
+
+
+def variant_config(base: TrainConfig, overrides: Mapping) -> TrainConfig:
+    """``base`` with ``overrides`` applied (a ``"model"`` entry updates the model dict)."""
+    over = dict(overrides)
+    model = {**base.model, **over.pop("model", {})}
+    return dataclasses.replace(base, model=model, **over)
+
+
+def _finished_step(run: Path) -> int:
+    ck = run / "last.pt"
+    return int(load_checkpoint(ck)["step"]) if ck.is_file() else 0
+
+
+def train_variants(base: TrainConfig, variants: Mapping[str, tuple[str, dict]], root: str | Path, *,
+                   prefix: str = "ablate-", device: str = "cpu", progress: bool = True) -> dict[str, Path]:
+    """Train every variant for ``base.steps`` steps in ``root/<prefix><key>``; a run that already
+    reached that step is kept, an unfinished one is resumed. Returns key -> checkpoint path."""
+    out = {}
+    for key, (_, over) in variants.items():
+        run = Path(root) / f"{prefix}{key}"
+        done = _finished_step(run)
+        if done < base.steps:
+            train(variant_config(base, over), run, resume=done > 0, device=device, progress=progress)
+        out[key] = run / "last.pt"
+    return out
+
+
+def parameter_table(base: int = 16, mults=(1, 2, 4), groups: int = 4, channels: int = 1) -> list[dict]:
+    """Trainable parameters of each convolution kind (``rediffuse.layers.CONV_KINDS``) at one size,
+    with the ratio to the plain twin of equal channel widths."""
+    counts = {}
+    for conv in CONV_KINDS:
+        net = ReDiffuseUNet(in_channels=3 * channels, out_channels=channels, base=base, mults=tuple(mults),
+                            groups=groups, conv=conv)
+        counts[conv] = count_parameters(net)
+        del net
+    return [{"conv": c, "parameters": n, "ratio_to_plain": n / counts["plain"]} for c, n in counts.items()]

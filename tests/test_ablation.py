@@ -1,0 +1,33 @@
+from rediffuse.ablation import TABLE2, TABLE3, parameter_table, train_variants, variant_config
+from rediffuse.train import TrainConfig, load_checkpoint
+
+
+def _tiny(steps=2):
+    return TrainConfig(synthetic=4, crop=24, batch=2, steps=steps, prediction="weights", T=50,
+                       model=dict(base=8, mults=(1, 2), conv="bconv", groups=2, emb_dim=16))
+
+
+def test_variant_config_merges_model_dict():
+    cfg = variant_config(_tiny(), TABLE2["rgb-plain"][1])
+    assert cfg.channels == 3 and cfg.model["conv"] == "plain" and cfg.model["base"] == 8
+    assert _tiny().model["conv"] == "bconv"  # the base config is not modified
+    assert set(TABLE3) == {"plain", "gconv", "fconv", "bconv"}
+
+
+def test_train_variants_skips_finished_and_resumes(tmp_path):
+    variants = {k: TABLE3[k] for k in ("plain", "gconv")}
+    paths = train_variants(_tiny(2), variants, tmp_path, progress=False)
+    assert [load_checkpoint(p)["step"] for p in paths.values()] == [2, 2]
+    assert load_checkpoint(paths["gconv"])["model_config"]["conv"] == "gconv"
+    mtime = paths["plain"].stat().st_mtime_ns
+    train_variants(_tiny(2), variants, tmp_path, progress=False)  # finished: untouched
+    assert paths["plain"].stat().st_mtime_ns == mtime
+    paths = train_variants(_tiny(3), variants, tmp_path, progress=False)  # longer budget: resumed to 3
+    assert load_checkpoint(paths["plain"])["step"] == 3
+
+
+def test_parameter_table():
+    rows = {r["conv"]: r for r in parameter_table(base=8, mults=(1, 2), groups=2)}
+    assert rows["plain"]["ratio_to_plain"] == 1
+    for conv in ("bconv", "fconv", "gconv"):  # hidden convs shrink by m = 4; the time MLP does not
+        assert 0.25 < rows[conv]["ratio_to_plain"] < 0.8
