@@ -31,3 +31,21 @@ def test_parameter_table():
     assert rows["plain"]["ratio_to_plain"] == 1
     for conv in ("bconv", "fconv", "gconv"):  # hidden convs shrink by m = 4; the time MLP does not
         assert 0.25 < rows[conv]["ratio_to_plain"] < 0.8
+
+
+def test_gconv_and_bconv_coincide_for_quarter_turns_and_3x3_filters():
+    # m = 4 and inP = p = 3: the bicubic basis sampled at quarter-turned grids is exactly rot90 of the
+    # filter, so B-Conv and G-Conv U-Nets built from one seed are the same function (Table 3 caveat)
+    import torch
+
+    from rediffuse.unet import ReDiffuseUNet
+
+    nets = {}
+    for conv in ("gconv", "bconv", "fconv"):
+        torch.manual_seed(0)
+        nets[conv] = ReDiffuseUNet(base=8, mults=(1, 2), groups=2, emb_dim=16, conv=conv).eval()
+    x, t = torch.randn(2, 3, 24, 24, generator=torch.Generator().manual_seed(1)), torch.tensor([3, 40])
+    with torch.no_grad():
+        out = {k: n(x, t) for k, n in nets.items()}
+    assert torch.equal(out["gconv"], out["bconv"])
+    assert not torch.allclose(out["fconv"], out["bconv"], atol=1e-3)  # a different basis: a different net

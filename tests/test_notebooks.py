@@ -89,9 +89,41 @@ def check_04_evaluate_fusion(r):
     assert r["runtime_s"] < 600
 
 
+def check_05_fewstep_and_degradation(r):
+    assert r["ddim_eta1_vs_posterior_max_diff"] < 1e-9  # generalised DDIM, η = 1, every step = DDPM posterior
+    assert max(r["penrose_max_error"].values()) < 1e-9  # A A⁺ A = A (float64)
+    for name, table in r["curve"]["tables"].items():
+        assert table[0]["max_rel_dev"] == 0 and len(table) >= 4
+        assert all(row["seconds"] > 0 for row in table)
+    weights = r["curve"]["best"]["weight map (Rot-E)"]
+    assert weights is not None and weights["steps"] <= 20, weights  # few steps reach 1 % of the reference
+    for label, table in r["degradation"]["tables"].items():
+        noise = table["noise15"]
+        assert noise["restore"]["PSNR"] > noise["plain"]["PSNR"] + 3, (label, noise)  # denoising matters
+        for deg, per in table.items():
+            assert set(per) == {"plain", "restore", "correct", "restore+gff"}
+            assert all(10 < v["PSNR"] < 60 for v in per.values()), (label, deg, per)
+    assert r["runtime_s"] < 600
+
+
+def check_06_ablations(r):
+    for size, rows in r["parameters"].items():
+        counts = {row["conv"]: row["parameters"] for row in rows}
+        assert counts["bconv"] == counts["fconv"] == counts["gconv"] < counts["plain"] / 2.5, (size, counts)
+    assert len(r["table3"]) == 4 and len(r["table2"]) == 2
+    assert r["gconv_equals_bconv"]  # the same network at m = 4 with 3x3 filters
+    for table in (r["table3"], r["table2"], r["outputs_lytro"]):
+        assert all(0.3 < v["QMI"] < 2 and 0.2 < v["QG"] < 0.98 for v in table.values()), table
+    if "outputs_nyu" in r:
+        assert all(v["PSNR"] > 25 for m, v in r["outputs_nyu"].items() if "weight map" in m), r["outputs_nyu"]
+    assert r["runtime_s"] < 600
+
+
 CHECKS = {"01_bconv": check_01_bconv, "02_equivariance_theorems": check_02_equivariance_theorems,
           "03_train_rediffuse": check_03_train_rediffuse,
-          "04_evaluate_fusion": check_04_evaluate_fusion}
+          "04_evaluate_fusion": check_04_evaluate_fusion,
+          "05_fewstep_and_degradation": check_05_fewstep_and_degradation,
+          "06_ablations": check_06_ablations}
 
 
 def test_there_are_notebooks():
