@@ -43,19 +43,22 @@ class Method:
 
 def make_method(spec: str, *, sampler: str | None = None, steps: int | None = None, device: str = "cpu",
                 seed: int = 0, name: str | None = None) -> Method:
-    """A baseline by name, or a checkpoint (path ending in ``.pt``) with its sampler settings."""
+    """A baseline by name, or a checkpoint (a path ending in ``.pt`` or a ``fuse.SHIPPED_MODELS`` name)
+    with its sampler settings."""
     if spec in BASELINES:
         return Method(name or spec, get_baseline(spec))
-    if spec.endswith(".pt") or Path(spec).is_file():
+    from .fuse import SHIPPED_MODELS
+
+    if spec.endswith(".pt") or Path(spec).is_file() or spec in SHIPPED_MODELS:
         from .fuse import FusionModel, fuse
 
         fm = FusionModel(spec, device=device)
         s_name, s_steps = fm.default_sampler()
         s_name, s_steps = sampler or s_name, steps or s_steps
-        label = name or f"{Path(spec).stem} ({s_name}, {s_steps} steps)"
+        label = name or f"{fm.path.stem} ({s_name}, {s_steps} steps)"
         return Method(label, lambda imgs: fuse(imgs, fm, sampler=s_name, steps=s_steps, seed=seed))
-    raise ValueError(f"unknown method {spec!r}: use a baseline ({', '.join(sorted(BASELINES))}) "
-                     "or a checkpoint file (*.pt)")
+    raise ValueError(f"unknown method {spec!r}: use a baseline ({', '.join(sorted(BASELINES))}), "
+                     f"a shipped model ({', '.join(SHIPPED_MODELS)}) or a checkpoint file (*.pt)")
 
 
 def fused_path(out_dir: str | Path, method: str, stem: str) -> Path:

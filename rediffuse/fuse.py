@@ -47,11 +47,29 @@ from .paths import REPO_ROOT
 from .train import load_model
 
 __all__ = [
-    "FusionModel", "DEFAULT_CHECKPOINT", "MIN_SIDE", "TILE_BUDGET_BYTES", "fuse", "load_stack_image", "check_stack",
+    "FusionModel", "DEFAULT_CHECKPOINT", "SHIPPED_MODELS", "resolve_checkpoint", "MIN_SIDE", "TILE_BUDGET_BYTES", "fuse", "load_stack_image", "check_stack",
     "plan_tiles", "tile_window",
 ]
 
 DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "rediffuse-weights-bconv.pt"
+
+#: Shipped checkpoints by name (``--checkpoint paper``): the default weight-map model, its plain twin,
+#: and the paper's ε-prediction model trained with the same budget.
+SHIPPED_MODELS = {
+    "weights": DEFAULT_CHECKPOINT,
+    "weights-plain": REPO_ROOT / "checkpoints" / "rediffuse-weights-plain.pt",
+    "paper": REPO_ROOT / "checkpoints" / "rediffuse-eps-bconv.pt",
+}
+
+
+def resolve_checkpoint(checkpoint: str | os.PathLike | None) -> Path:
+    """A checkpoint path from a path or a ``SHIPPED_MODELS`` name (``None``/"": the default)."""
+    if checkpoint is None or str(checkpoint) == "":
+        return DEFAULT_CHECKPOINT
+    name = str(checkpoint)
+    if name in SHIPPED_MODELS and not Path(name).exists():
+        return SHIPPED_MODELS[name]
+    return Path(checkpoint)
 
 #: Images with a side shorter than this are refused; from here up to the network's ``min_size`` they
 #: are reflect-padded.
@@ -180,7 +198,8 @@ def _pad_to(y: torch.Tensor, size: int) -> tuple[torch.Tensor, tuple[int, int, i
 class FusionModel:
     """A loaded checkpoint with its diffusion settings; ``fuse_y`` fuses two luminance tensors.
 
-    ``checkpoint``: a file written by ``rediffuse train`` (``None``: ``DEFAULT_CHECKPOINT``).
+    ``checkpoint``: a file written by ``rediffuse train``, or a name in ``SHIPPED_MODELS`` (``"weights"``,
+    ``"weights-plain"``, ``"paper"``); ``None``: ``DEFAULT_CHECKPOINT``.
     ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``; asking for CUDA where there is none
     raises a ``RuntimeError``. A missing, unreadable or incompatible checkpoint (one that is not a
     luminance model with 3 inputs and 1 output, has non-finite weights or an unknown parameterisation)
@@ -191,15 +210,14 @@ class FusionModel:
         from .tutorial import resolve_device
 
         device = resolve_device(str(device))
-        if checkpoint is None or str(checkpoint) == "":
-            path = DEFAULT_CHECKPOINT
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"the default checkpoint {path} is not there (it is not shipped yet); "
-                    "pass one with --checkpoint PATH (python: FusionModel(PATH)), e.g. a run's last.pt "
-                    "written by `rediffuse train`")
-        else:
-            path = Path(checkpoint)
+        path = resolve_checkpoint(checkpoint)
+        named = str(checkpoint) in SHIPPED_MODELS and not Path(str(checkpoint)).exists()
+        if (not checkpoint or named) and not path.is_file():
+            what = f"the shipped model {str(checkpoint)!r}:" if named else "the default checkpoint"
+            raise FileNotFoundError(
+                f"{what} {path} is not there (it is not shipped yet); "
+                "pass one with --checkpoint PATH (python: FusionModel(PATH)), e.g. a run's last.pt "
+                "written by `rediffuse train`")
         try:
             self.model, cfg = load_model(path, ema=ema, map_location=device)
         except (TypeError, KeyError, AttributeError, IndexError) as e:

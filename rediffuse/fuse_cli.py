@@ -94,7 +94,8 @@ def add_fuse_parser(subparsers) -> argparse.ArgumentParser:
                    help="output image; the format follows the extension (e.g. fused.png, fused.jpg)")
     p.add_argument("--checkpoint", metavar="P", default=None,
                    help=f"trained model checkpoint (default: {DEFAULT_CHECKPOINT_NAME} in the repository; "
-                        "e.g. a run's last.pt from `rediffuse train`)")
+                        "e.g. a run's last.pt from `rediffuse train`), or a shipped model by name: weights "
+                        "(the default), weights-plain, paper (the paper's noise-prediction model)")
     p.add_argument("--steps", type=_pos_int, metavar="K", default=None,
                    help="sampling steps (default: the checkpoint's: 3 for image/weight-map models, "
                         "all T for noise-prediction models); example: --steps 5")

@@ -271,3 +271,14 @@ def test_rgb_model_fuses_colour_directly(tmp_path):
     assert np.abs(out.astype(int) - img).max() <= 1
     grey = fuse([img[..., 0], img[..., 1]], fm, tile=0)
     assert grey.shape == (40, 36)
+
+
+def test_shipped_models_by_name(tmp_path, monkeypatch):
+    assert F.resolve_checkpoint(None) == F.DEFAULT_CHECKPOINT
+    assert F.resolve_checkpoint("weights") == F.DEFAULT_CHECKPOINT
+    assert F.resolve_checkpoint("runs/x/last.pt") == F.Path("runs/x/last.pt")
+    if F.DEFAULT_CHECKPOINT.is_file():
+        assert FusionModel("weights").path == F.DEFAULT_CHECKPOINT
+    monkeypatch.setitem(F.SHIPPED_MODELS, "paper", tmp_path / "missing-eps.pt")
+    with pytest.raises(FileNotFoundError, match="shipped model 'paper'.*--checkpoint"):
+        FusionModel("paper")
