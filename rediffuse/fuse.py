@@ -8,6 +8,8 @@ image, the size of the inputs:
   (``data.recombine``, applied in row strips so large images stay cheap). Grey stacks give grey
   output. A stack mixing grey and colour is fused in colour, the grey images counting as neutral
   (R = G = B, chroma 128, so they take no part in the chroma rule); a ``UserWarning`` says so.
+  An RGB model (FusionDiff-style, 9 inputs and 3 outputs, ``rediffuse train --rgb``) fuses R, G and
+  B directly instead, with no chroma rule.
 - **Stacks of N ≥ 2 images.** The luminance is folded pairwise, F = ((Y₁ ⊕ Y₂) ⊕ Y₃) ⊕ …, each
   ⊕ a full sampling run with the same seed; the chroma rule takes all N sources at once. The fold
   depends on the order of the images (as every pairwise fold does).
