@@ -37,7 +37,7 @@ def _train(args: argparse.Namespace) -> int:
         steps=args.steps, lr=args.lr, prediction=args.prediction, T=args.T, seed=args.seed,
         ckpt_every=args.ckpt_every, loss_scale=args.loss_scale, channels=3 if args.rgb else 1,
         model=dict(base=args.base, mults=tuple(args.mults), conv=args.conv, groups=args.groups,
-                   dropout=args.dropout),
+                   dropout=args.dropout, **({"layout": args.layout} if args.layout != "unet" else {})),
     )
     try:
         summary = train(cfg, args.out, resume=args.resume, device=device)
@@ -119,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rgb", action="store_true",
                    help="fuse RGB in and out (FusionDiff-style backbone) instead of luminance Y")
     p.add_argument("--conv", default="bconv", choices=["bconv", "fconv", "gconv", "plain"])
+    p.add_argument("--layout", default="unet", choices=["unet", "fusiondiff"],
+                   help="U-Net layout: concatenated skips, or the official FusionDiff/ReDiffuse one")
     p.add_argument("--base", type=int, default=16, help="base width in channels (paper: 64)")
     p.add_argument("--mults", type=int, nargs="+", default=[1, 2, 4], help="width multipliers (paper: 1 2 4 8)")
     p.add_argument("--groups", type=int, default=4, help="GroupNorm groups (paper: 16)")

@@ -44,13 +44,16 @@ class ResBlock(nn.Module):
     """
 
     def __init__(self, in_fields: int, out_fields: int, emb_dim: int, kind: str, m: int, groups: int,
-                 dropout: float = 0.1):
+                 dropout: float = 0.1, time_bias: str = "field"):
         super().__init__()
         self.kind, self.m = kind, m
         self.norm1 = norm(in_fields, kind, m, groups)
         self.conv1 = conv3x3(in_fields, out_fields, kind, m)
-        # the plain twin has no fields to share a bias over: one value per channel
-        self.time = FieldTimeBias(emb_dim, out_fields, m) if kind != "plain" else FieldTimeBias(emb_dim, out_fields * m, 1)
+        # the plain twin has no fields to share a bias over: one value per channel. A per-channel bias
+        # on a Rot-E layer (time_bias="channel", as the official code) gives the orientations of a field
+        # different offsets and breaks equivariance; it is here to reproduce the paper's parameter count.
+        per_field = kind != "plain" and time_bias == "field"
+        self.time = FieldTimeBias(emb_dim, out_fields, m) if per_field else FieldTimeBias(emb_dim, out_fields * m, 1)
         self.norm2 = norm(out_fields, kind, m, groups)
         self.dropout = dropout
         self.conv2 = conv3x3(out_fields, out_fields, kind, m)
@@ -88,21 +91,36 @@ class ReDiffuseUNet(nn.Module):
         dropout: probability of dropping a whole field inside ResBlocks.
         emb_dim: sinusoidal time embedding size; the time MLP maps it to ``4·emb_dim``.
         downsample_last: also halve the grid after the last level (the paper's text: 4 times; the
-            official code: 3 times, the default here).
+            official code: 3 times, the default here). ``layout="unet"`` only.
+        layout: ``"unet"`` (default; concatenated skips from every encoder ResBlock, widths change in
+            the resampling convs) or ``"fusiondiff"`` (the official FusionDiff/ReDiffuse noise
+            predictor: ResBlocks change the width, one additive skip per level taken after its
+            downsampling, decoder widths halve per level; see ``_build_fusiondiff``).
+        time_bias: ``"field"`` (one time bias per field: equivariant) or ``"channel"`` (per channel,
+            as the official code: breaks equivariance; for parameter-count comparisons only).
     """
 
     def __init__(self, in_channels: int = 3, out_channels: int = 1, base: int = 64,
                  mults: tuple[int, ...] = (1, 2, 4, 8), num_res_blocks: int = 2, conv: str = "bconv",
                  m: int = 4, groups: int = 16, dropout: float = 0.1, emb_dim: int = 64,
-                 downsample_last: bool = False):
+                 downsample_last: bool = False, layout: str = "unet", time_bias: str = "field"):
         super().__init__()
         if conv not in CONV_KINDS:
             raise ValueError(f"unknown conv kind {conv!r}; choose one of {CONV_KINDS}")
         if base % m:
             raise ValueError(f"base width {base} must be a multiple of m={m} (fields × orientations)")
+        if layout not in ("unet", "fusiondiff"):
+            raise ValueError(f"unknown layout {layout!r}; choose 'unet' or 'fusiondiff'")
+        if time_bias not in ("field", "channel"):
+            raise ValueError(f"time_bias must be 'field' or 'channel', got {time_bias!r}")
+        if layout == "fusiondiff" and downsample_last:
+            raise ValueError("downsample_last applies to layout='unet' only")
         self.config = dict(in_channels=in_channels, out_channels=out_channels, base=base, mults=tuple(mults),
                            num_res_blocks=num_res_blocks, conv=conv, m=m, groups=groups, dropout=dropout,
                            emb_dim=emb_dim, downsample_last=downsample_last)
+        if layout != "unet" or time_bias != "field":  # keep older checkpoints' configs unchanged
+            self.config.update(layout=layout, time_bias=time_bias)
+        self.layout = layout
         self.m = m
         fields = [base // m] + [base * k // m for k in mults]
         for f in fields:
@@ -113,33 +131,66 @@ class ReDiffuseUNet(nn.Module):
         self.emb_dim = emb_dim
         self.time_mlp = nn.Sequential(nn.Linear(emb_dim, t_dim), nn.SiLU(), nn.Linear(t_dim, t_dim))
         self.inp = lift_conv(in_channels, fields[0], conv, m)
+        self.out_norm = norm(fields[0], conv, m, groups)
+        self.out = project_conv(fields[0], out_channels, conv, m)
+        self.act = nn.SiLU()
+        block = lambda f_in, f_out: ResBlock(f_in, f_out, t_dim, conv, m, groups, dropout, time_bias)  # noqa: E731
+        if layout == "fusiondiff":
+            self._build_fusiondiff(fields, num_res_blocks, conv, m, block)
+            return
 
         self.down_blocks = nn.ModuleList()
         self.downs = nn.ModuleList()
         L = len(mults)
         for i in range(L):
             f_in, f_out = fields[i], fields[i + 1]
-            self.down_blocks.append(nn.ModuleList(
-                [ResBlock(f_in, f_in, t_dim, conv, m, groups, dropout) for _ in range(num_res_blocks)]))
+            self.down_blocks.append(nn.ModuleList([block(f_in, f_in) for _ in range(num_res_blocks)]))
             self.downs.append(Resample(f_in, f_out, conv, m, "down" if i < L - 1 or downsample_last else "none"))
-        self.mid = nn.ModuleList([ResBlock(fields[-1], fields[-1], t_dim, conv, m, groups, dropout) for _ in range(2)])
+        self.mid = nn.ModuleList([block(fields[-1], fields[-1]) for _ in range(2)])
         self.mid_up = Resample(fields[-1], fields[-1], conv, m, "up") if downsample_last else None
         self.up_blocks = nn.ModuleList()
         self.ups = nn.ModuleList()
         for i in reversed(range(L)):
             f_in, f_out = fields[i], fields[i + 1]
-            self.up_blocks.append(nn.ModuleList(
-                [ResBlock(f_out + f_in, f_out, t_dim, conv, m, groups, dropout) for _ in range(num_res_blocks)]))
+            self.up_blocks.append(nn.ModuleList([block(f_out + f_in, f_out) for _ in range(num_res_blocks)]))
             self.ups.append(Resample(f_out, f_in, conv, m, "up" if i > 0 else "none"))
-        self.out_norm = norm(fields[0], conv, m, groups)
-        self.out = project_conv(fields[0], out_channels, conv, m)
-        self.act = nn.SiLU()
+
+    def _build_fusiondiff(self, fields: list[int], num_res_blocks: int, conv: str, m: int, block) -> None:
+        """The official layout, with widths d_i = fields[i + 1] (d_{-1} = base)::
+
+            lift conv (in → base)
+            level i:   ResBlock(d_{i-1} → d_i), ResBlock(d_i → d_i), Down(d_i) except the last
+                       level; its output is the level's skip s_i (the last level's at the same grid)
+            middle:    ResBlock(d_L) ×2, then + s_L
+            level j:   ResBlock ×2 to width e_j = d_{L-2-j} (base at the last), Up(e_j) except at
+                       j = 0, then + s_{L-2-j} (sizes match exactly; the last Up reaches the input)
+            GroupNorm → SiLU → project conv (base → out)
+
+        Resampling is the same size-exact resize + Rot-E conv as in the default layout.
+        """
+        widths = fields[1:]
+        L = len(widths)
+        self.down_blocks, self.downs = nn.ModuleList(), nn.ModuleList()
+        prev = fields[0]
+        for i, d in enumerate(widths):
+            self.down_blocks.append(nn.ModuleList([block(prev if k == 0 else d, d) for k in range(num_res_blocks)]))
+            prev = d
+            self.downs.append(Resample(d, d, conv, m, "down") if i < L - 1 else nn.Identity())
+        self.mid = nn.ModuleList([block(widths[-1], widths[-1]) for _ in range(num_res_blocks)])
+        self.mid_up = None
+        self.up_blocks, self.ups = nn.ModuleList(), nn.ModuleList()
+        prev = widths[-1]
+        for j in range(L):
+            e = widths[L - 2 - j] if j < L - 1 else fields[0]
+            self.up_blocks.append(nn.ModuleList([block(prev if k == 0 else e, e) for k in range(num_res_blocks)]))
+            prev = e
+            self.ups.append(Resample(e, e, conv, m, "up") if j > 0 else nn.Identity())
 
     @property
     def min_size(self) -> int:
         """Smallest side length: every grid that gets halved must keep ≥ 3 pixels per side
         (torch's anti-aliased resize is not mirror-symmetric from 2 pixels down to 1)."""
-        n_down = sum(d.direction == "down" for d in self.downs)
+        n_down = sum(getattr(d, "direction", "none") == "down" for d in self.downs)
         return 2 ** n_down + 1 if n_down else 1
 
     @property
@@ -166,6 +217,8 @@ class ReDiffuseUNet(nn.Module):
             t = t.expand(x.shape[0])
         emb = self.time_mlp(sinusoidal_embedding(t, self.emb_dim))
         h = self.inp(x)
+        if self.layout == "fusiondiff":
+            return self._forward_fusiondiff(h, emb, tuple(x.shape[-2:]))
         skips = []
         for blocks, down in zip(self.down_blocks, self.downs):
             for block in blocks:
@@ -181,4 +234,23 @@ class ReDiffuseUNet(nn.Module):
                 h = block(torch.cat([h, skips.pop()], dim=1), emb)
             # back to exactly the size of the next encoder level: no cropping, any input size works
             h = up(h, skips[-1].shape[-2:] if skips else None)
+        return self.out(self.act(self.out_norm(h)))
+
+    def _forward_fusiondiff(self, h: torch.Tensor, emb: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        skips = []
+        for blocks, down in zip(self.down_blocks, self.downs):
+            for block in blocks:
+                h = block(h, emb)
+            h = down(h)
+            skips.append(h)
+        for block in self.mid:
+            h = block(h, emb)
+        h = h + skips.pop()
+        for blocks, up in zip(self.up_blocks, self.ups):
+            for block in blocks:
+                h = block(h, emb)
+            if isinstance(up, Resample):
+                h = up(h, skips[-1].shape[-2:] if skips else size)
+            if skips:
+                h = h + skips.pop()
         return self.out(self.act(self.out_norm(h)))

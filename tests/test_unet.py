@@ -17,10 +17,11 @@ def small_unet(conv="bconv", **kw):
     return net
 
 
+@pytest.mark.parametrize("layout", ["unet", "fusiondiff"])
 @pytest.mark.parametrize("conv", ["bconv", "fconv", "gconv"])
 @pytest.mark.parametrize("size", [(48, 48), (47, 53), (64, 80)])
-def test_unet_is_exactly_c4_equivariant(conv, size):
-    net = small_unet(conv)
+def test_unet_is_exactly_c4_equivariant(conv, size, layout):
+    net = small_unet(conv, layout=layout)
     x = torch.randn(2, 3, *size)
     t = torch.randint(0, 2000, (2,))
     errs = [equivariance_error(net, x, k, forward_kwargs={"t": t}) for k in (1, 2, 3)]
@@ -40,11 +41,35 @@ def test_plain_twin_is_not_equivariant():
 
 
 def test_paper_configuration_parameter_counts():
+    # default layout (concatenated skips): exact numbers of this implementation
     eq = count_parameters(ReDiffuseUNet(conv="bconv"))
     plain = count_parameters(ReDiffuseUNet(conv="plain"))
-    # exact numbers of this implementation (README explains the gap to the paper's 7.55M / 26.91M)
     assert eq == 8_496_353 and plain == 33_738_113
-    assert 0.25 < eq / plain < 0.26
+    # the official FusionDiff/ReDiffuse layout reproduces the paper's counts: plain 26.91M exactly,
+    # Rot-E 7.55M with the official per-channel time bias; the equivariant per-field bias gives 6.79M
+    fd = dict(base=64, mults=(1, 2, 4, 8), layout="fusiondiff")
+    plain_fd = count_parameters(ReDiffuseUNet(conv="plain", **fd))
+    official = count_parameters(ReDiffuseUNet(conv="bconv", time_bias="channel", **fd))
+    ours = count_parameters(ReDiffuseUNet(conv="bconv", **fd))
+    assert abs(plain_fd / 26.91e6 - 1) < 0.005 and abs(official / 7.55e6 - 1) < 0.005
+    assert (plain_fd, official, ours) == (26_910_785, 7_554_353, 6_789_521)
+
+
+def test_per_channel_time_bias_breaks_equivariance():
+    net = small_unet(layout="fusiondiff", time_bias="channel")
+    x, t = torch.randn(1, 3, 48, 48), torch.tensor([100])
+    assert equivariance_error(net, x, 1, forward_kwargs={"t": t}) > 1e-2
+
+
+def test_layout_and_time_bias_validation_and_config():
+    with pytest.raises(ValueError, match="layout"):
+        ReDiffuseUNet(base=16, mults=(1, 2), groups=2, layout="resnet")
+    with pytest.raises(ValueError, match="time_bias"):
+        ReDiffuseUNet(base=16, mults=(1, 2), groups=2, time_bias="pixel")
+    net = ReDiffuseUNet(base=16, mults=(1, 2), groups=2, layout="fusiondiff")
+    assert net.config["layout"] == "fusiondiff" and ReDiffuseUNet(**net.config).config == net.config
+    assert "layout" not in ReDiffuseUNet(base=16, mults=(1, 2), groups=2).config  # old checkpoints load as before
+    assert net.min_size == 3 and net(torch.randn(1, 3, 3, 5), torch.tensor([1])).shape == (1, 1, 3, 5)
 
 
 def test_shapes_and_cond_argument():
