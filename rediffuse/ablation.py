@@ -62,13 +62,13 @@ def train_variants(base: TrainConfig, variants: Mapping[str, tuple[str, dict]], 
     return out
 
 
-def parameter_table(base: int = 16, mults=(1, 2, 4), groups: int = 4, channels: int = 1) -> list[dict]:
+def parameter_table(base: int = 16, mults=(1, 2, 4), groups: int = 4, channels: int = 1, **unet_kw) -> list[dict]:
     """Trainable parameters of each convolution kind (``rediffuse.layers.CONV_KINDS``) at one size,
-    with the ratio to the plain twin of equal channel widths."""
+    with the ratio to the plain twin of equal channel widths (``unet_kw``: e.g. ``layout``)."""
     counts = {}
     for conv in CONV_KINDS:
         net = ReDiffuseUNet(in_channels=3 * channels, out_channels=channels, base=base, mults=tuple(mults),
-                            groups=groups, conv=conv)
+                            groups=groups, conv=conv, **unet_kw)
         counts[conv] = count_parameters(net)
         del net
     return [{"conv": c, "parameters": n, "ratio_to_plain": n / counts["plain"]} for c, n in counts.items()]
