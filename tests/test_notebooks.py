@@ -67,6 +67,8 @@ def check_03_train_rediffuse(r):
     assert max(r["unet_c4_error"].values()) <= 1e-5, r["unet_c4_error"]
     paper = r["parameters"]["paper (base 64, ×[1,2,4,8])"]
     assert paper["rot_e"] == 8_496_353 and paper["plain"] == 33_738_113
+    official = r["parameters"]["paper size, official layout"]
+    assert official["plain"] == 26_910_785 and official["rot_e"] == 6_789_521
     assert r["train"]["loss_last10"] < 0.5 * r["train"]["loss_first10"], r["train"]
     for name, s in r["held_out"].items():
         assert 20 < s["psnr"] < 80 and 0.5 < s["ssim"] <= 1, (name, s)
