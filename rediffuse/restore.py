@@ -15,6 +15,7 @@ All tensors are luminance ``[B, 1, H, W]`` on the model's [-1, 1] scale; noise l
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -24,9 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .baselines import get_baseline
+from .data import FusionFolder, image_to_tensor, luminance, tensor_to_image
 from .degradations import (AvgPoolDown, BicubicDown, Degradation, GaussianBlur, Identity, fusion_constraint,
                            range_null_correction)
 from .diffusion import get_sampler, make_ddnm_correction, sampling_timesteps, weight_map
+from .fewstep import center_crop
+from .metrics import psnr, ssim
 
 __all__ = ["DegradationSetting", "DEGRADATION_SETTINGS", "FUSE_MODES", "naive_upsample", "classical_restore",
            "fuse_degraded", "degradation_rows", "degradation_table"]
@@ -160,14 +165,7 @@ def degradation_rows(fm, folder: str | Path, settings: Sequence[DegradationSetti
     name) also scores restore-then-fuse with it (``"restore+<baseline>"``). Sides are cropped
     centrally to ``crop`` (when given) and to a multiple of the operator's factor.
     Rows: ``image, degradation, method, PSNR, SSIM, seconds``."""
-    import time
-
     from tqdm.auto import tqdm
-
-    from .baselines import get_baseline
-    from .data import FusionFolder, image_to_tensor, luminance, tensor_to_image
-    from .fewstep import center_crop
-    from .metrics import psnr, ssim
 
     ds = FusionFolder(folder, stems=stems, require_gt=True)
     methods = list(modes) + ([f"restore+{baseline}"] if baseline else [])
