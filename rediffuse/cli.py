@@ -143,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                "--steps 3 -o outputs/nyu")
     p.add_argument("dataset", help="folder with A/, B/ (and GT/) of matching file names")
     p.add_argument("-m", "--method", nargs="+", required=True,
-                   help="baseline names (average, laplacian, focus-select, gff) and/or checkpoint files (*.pt)")
+                   help="baseline names (average, laplacian, focus-select, gff), shipped models (weights, "
+                        "weights-plain, paper) and/or checkpoint files (*.pt)")
     p.add_argument("-o", "--output", default="outputs/evaluate", help="output folder (default: %(default)s)")
     p.add_argument("--sampler", default=None, help="sampler for checkpoints (default: the model's own)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps for checkpoints")
