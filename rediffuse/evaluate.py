@@ -55,7 +55,9 @@ def make_method(spec: str, *, sampler: str | None = None, steps: int | None = No
         fm = FusionModel(spec, device=device)
         s_name, s_steps = fm.default_sampler()
         s_name, s_steps = sampler or s_name, steps or s_steps
-        label = name or f"{fm.path.stem} ({s_name}, {s_steps} steps)"
+        # a run's checkpoint is <run>/last.pt: its folder says which run it is
+        stem = fm.path.parent.name if fm.path.stem == "last" else fm.path.stem
+        label = name or f"{stem} ({s_name}, {s_steps} steps)"
         return Method(label, lambda imgs: fuse(imgs, fm, sampler=s_name, steps=s_steps, seed=seed))
     raise ValueError(f"unknown method {spec!r}: use a baseline ({', '.join(sorted(BASELINES))}), "
                      f"a shipped model ({', '.join(SHIPPED_MODELS)}) or a checkpoint file (*.pt)")
@@ -78,6 +80,11 @@ def evaluate_folder(folder: str | Path, methods: Sequence[Method], out_dir: str 
     """
     from tqdm.auto import tqdm
 
+    names = [m.name for m in methods]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"two methods share the name {dup[0]!r}; give them different names (e.g. rename "
+                         "the checkpoint files or their run folders)")
     ds = FusionFolder(folder, stems=stems)
     items = ds.stems[:limit] if limit else ds.stems
     out = Path(out_dir) if out_dir else None

@@ -67,3 +67,16 @@ def test_lytro_cli_with_leaderboard(tmp_path, capsys):
 def test_markdown_table_formats_nan():
     text = markdown_table({"m": {"QMI": 1.0, "MS-SSIM": float("nan")}})
     assert "| m | 1.0000 | – |" in text
+
+
+def test_run_checkpoints_are_named_by_their_folder_and_names_must_differ(tiny_checkpoint, tmp_path):
+    import shutil
+
+    a = make_method(str(tiny_checkpoint))
+    assert a.name.startswith(tiny_checkpoint.parent.name + " (")
+    other = tmp_path / "run2" / "last.pt"
+    other.parent.mkdir()
+    shutil.copy(tiny_checkpoint, other)
+    assert make_method(str(other)).name.startswith("run2 (")
+    with pytest.raises(ValueError, match="share the name"):
+        evaluate_folder(tmp_path, [make_method("gff"), make_method("gff")])
