@@ -131,14 +131,18 @@ class ReDiffuseUNet(nn.Module):
         self.emb_dim = emb_dim
         self.time_mlp = nn.Sequential(nn.Linear(emb_dim, t_dim), nn.SiLU(), nn.Linear(t_dim, t_dim))
         self.inp = lift_conv(in_channels, fields[0], conv, m)
-        self.out_norm = norm(fields[0], conv, m, groups)
-        self.out = project_conv(fields[0], out_channels, conv, m)
-        self.act = nn.SiLU()
         block = lambda f_in, f_out: ResBlock(f_in, f_out, t_dim, conv, m, groups, dropout, time_bias)  # noqa: E731
         if layout == "fusiondiff":
             self._build_fusiondiff(fields, num_res_blocks, conv, m, block)
-            return
+        else:
+            self._build_unet(fields, mults, num_res_blocks, conv, m, block, downsample_last)
+        # created last: a seed gives the same initial weights as in earlier versions
+        self.out_norm = norm(fields[0], conv, m, groups)
+        self.out = project_conv(fields[0], out_channels, conv, m)
+        self.act = nn.SiLU()
 
+    def _build_unet(self, fields: list[int], mults, num_res_blocks: int, conv: str, m: int, block,
+                    downsample_last: bool) -> None:
         self.down_blocks = nn.ModuleList()
         self.downs = nn.ModuleList()
         L = len(mults)
