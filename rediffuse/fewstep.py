@@ -34,7 +34,7 @@ def curve_settings(steps: Sequence[int] = CURVE_STEPS, sampler: str = "ddim",
     """``[(sampler, k) for k in steps]`` with ``reference`` first (and not repeated)."""
     out = [] if reference is None else [(reference[0], int(reference[1]))]
     for k in steps:
-        if (sampler, int(k)) not in out and not (reference and reference == (sampler, int(k))):
+        if (sampler, int(k)) not in out:  # the reference is already in ``out``
             out.append((sampler, int(k)))
     return out
 
