@@ -33,11 +33,13 @@ def _train(args: argparse.Namespace) -> int:
             torch.cuda.set_device(rank)
             device = f"cuda:{rank}"
     cfg = TrainConfig(
-        data=args.data, exclude=args.exclude, synthetic=args.synthetic, crop=args.crop, batch=args.batch,
+        data=args.data, exclude=args.exclude, synthetic=args.synthetic, layered=args.layered,
+        photos=args.photos or "", crop=args.crop, batch=args.batch,
         steps=args.steps, lr=args.lr, prediction=args.prediction, T=args.T, seed=args.seed,
-        ckpt_every=args.ckpt_every, loss_scale=args.loss_scale, channels=3 if args.rgb else 1,
+        ckpt_every=args.ckpt_every, loss_scale=args.loss_scale, loss=args.loss, channels=3 if args.rgb else 1,
         model=dict(base=args.base, mults=tuple(args.mults), conv=args.conv, groups=args.groups,
-                   dropout=args.dropout, **({"layout": args.layout} if args.layout != "unet" else {})),
+                   dropout=args.dropout, **({"layout": args.layout} if args.layout != "unet" else {}),
+                   **({"attention": args.attention} if args.attention else {})),
     )
     try:
         summary = train(cfg, args.out, resume=args.resume, device=device)
@@ -108,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", nargs="*", default=[], metavar="DIR", help="dataset folders (A/, B/, GT/)")
     p.add_argument("--exclude", nargs="*", default=[], metavar="STEM", help="file stems to hold out")
     p.add_argument("--synthetic", type=int, default=0, metavar="N", help="synthetic pairs to mix in")
+    p.add_argument("--layered", type=int, default=0, metavar="N",
+                   help="pairs per epoch made from all-in-focus photos with the layered defocus model")
+    p.add_argument("--photos", default=None, metavar="DIR",
+                   help="photo folder for --layered (default: <shared>/data/photos)")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch", type=int, default=16, help="global batch (split across processes)")
     p.add_argument("--crop", type=int, default=64, help="training crop side")
@@ -115,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prediction", default="weights", choices=["eps", "x0", "weights"],
                    help="what the network predicts: noise (the paper), the image, or a weight map")
     p.add_argument("--loss-scale", type=float, default=1.0, help="the official code uses 128 with eps")
+    p.add_argument("--loss", default="mse", choices=["mse", "l1_grad"],
+                   help="training loss; l1_grad = L1 + gradient L1 on the fused image (x0/weights models)")
     p.add_argument("--T", type=int, default=2000, help="diffusion steps")
     p.add_argument("--rgb", action="store_true",
                    help="fuse RGB in and out (FusionDiff-style backbone) instead of luminance Y")
@@ -125,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mults", type=int, nargs="+", default=[1, 2, 4], help="width multipliers (paper: 1 2 4 8)")
     p.add_argument("--groups", type=int, default=4, help="GroupNorm groups (paper: 16)")
     p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--attention", type=int, default=0, metavar="HEADS",
+                   help="global self-attention heads at the bottleneck (0: none, as the paper)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ckpt-every", type=int, default=250)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from .bconv import GroupConv1x1, GroupConv2d, LiftConv2d, ProjectConv2d
 from .groups import FieldType
 
-__all__ = ["CONV_KINDS", "FieldGroupNorm", "FieldTimeBias", "resize", "Resample", "conv3x3", "conv1x1",
-           "lift_conv", "project_conv", "norm", "sinusoidal_embedding"]
+__all__ = ["CONV_KINDS", "FieldGroupNorm", "FieldTimeBias", "FieldAttention", "resize", "Resample", "conv3x3",
+           "conv1x1", "lift_conv", "project_conv", "norm", "sinusoidal_embedding"]
 
 CONV_KINDS = ("bconv", "fconv", "gconv", "plain")
 
@@ -67,6 +67,35 @@ class FieldTimeBias(nn.Module):
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
         return self.proj(emb).repeat_interleave(self.m, dim=1)[:, :, None, None]
+
+
+class FieldAttention(nn.Module):
+    """Global self-attention over all positions of ``[B, C*m, H, W]``, exactly equivariant.
+
+    Queries, keys and values come from 1×1 Rot-E convs, which act pointwise and commute with the
+    group action. A head holds whole fields, so a query–key dot product sums over every orientation
+    of its fields and is unchanged by the cyclic orientation shift; turning the input only permutes
+    the positions, and attention without positional encodings is permutation-equivariant. Used at
+    the bottleneck, where it gives every pixel the context of the whole image (decisions in flat or
+    blurred regions need it). Residual: ``x + out(attn(norm(x)))``.
+    """
+
+    def __init__(self, fields: int, kind: str, m: int, groups: int, heads: int = 4):
+        super().__init__()
+        if fields % heads:
+            raise ValueError(f"{heads} attention heads do not divide {fields} fields")
+        self.heads, self.fields, self.m = heads, fields, m
+        self.norm = norm(fields, kind, m, groups)
+        self.qkv = conv1x1(fields, 3 * fields, kind, m)
+        self.out = conv1x1(fields, fields, kind, m)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        q, k, v = self.qkv(self.norm(x)).chunk(3, dim=1)  # each [B, C, H, W]; channel = field*m + orientation
+        # [B, heads, HW, C/heads]: a head's channels are a block of whole fields
+        split = lambda t: t.reshape(B, self.heads, C // self.heads, H * W).transpose(-1, -2)  # noqa: E731
+        h = F.scaled_dot_product_attention(split(q), split(k), split(v))
+        return x + self.out(h.transpose(-1, -2).reshape(B, C, H, W))
 
 
 def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -37,6 +37,8 @@ class TrainConfig:
     data: list[str] = field(default_factory=list)  # folders with A/, B/, GT/
     exclude: list[str] = field(default_factory=list)  # stems held out (e.g. NYU 091–100)
     synthetic: int = 0  # synthetic pairs (skimage photos) mixed in
+    layered: int = 0  # pairs per epoch drawn with the layered defocus model from the photos in `photos`
+    photos: str = ""  # folder tree of all-in-focus photos ("" = <shared>/data/photos)
     crop: int = 64
     batch: int = 16
     steps: int = 1000
@@ -49,6 +51,7 @@ class TrainConfig:
     prediction: str = "x0"  # "eps" (the paper) or "x0"
     channels: int = 1  # 1: fuse luminance Y (ReDiffuse); 3: RGB in and out (FusionDiff-style)
     loss_scale: float = 1.0  # the official code multiplies the ε-MSE by 128
+    loss: str = "mse"  # "mse" or "l1_grad" (L1 + gradient L1 on the fused image; x0-space losses only)
     schedule: str = "cosine"
     T: int = 2000
     model: dict = field(default_factory=lambda: dict(base=16, mults=(1, 2, 4), conv="bconv", groups=4))
@@ -110,6 +113,7 @@ def build_dataset(cfg: TrainConfig):
     from torch.utils.data import ConcatDataset
 
     from .data import FusionFolder, SyntheticPairs
+    from .synthesis import LayeredPairs, library_for
 
     if cfg.channels not in (1, 3):
         raise ValueError(f"channels must be 1 (luminance) or 3 (RGB), got {cfg.channels}")
@@ -118,8 +122,11 @@ def build_dataset(cfg: TrainConfig):
                           seed=cfg.seed, cache=True, y_only=y_only) for d in cfg.data]
     if cfg.synthetic:
         parts.append(SyntheticPairs(cfg.synthetic, size=cfg.crop, seed=cfg.seed, y_only=y_only))
+    if cfg.layered:
+        library = library_for(cfg.photos or None, "train", y_only)
+        parts.append(LayeredPairs(library, n=cfg.layered, size=cfg.crop, seed=cfg.seed))
     if not parts:
-        raise ValueError("no training data: give --data FOLDER (with A/, B/, GT/) and/or --synthetic N")
+        raise ValueError("no training data: give --data FOLDER (with A/, B/, GT/), --synthetic N and/or --layered N")
     return ConcatDataset(parts)
 
 
@@ -227,7 +234,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, device
             torch.manual_seed(cfg.seed * 104_729 + step * world + rank)  # dropout
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
                 loss = training_loss(net, x0, cond, schedule, prediction=cfg.prediction,
-                                     loss_scale=cfg.loss_scale, t=t, noise=noise)
+                                     loss_scale=cfg.loss_scale, t=t, noise=noise, loss=cfg.loss)
             if not torch.isfinite(loss):
                 raise RuntimeError(f"loss became {loss.item()} at step {step}; lower --lr or check the data")
             opt.zero_grad(set_to_none=True)

@@ -26,8 +26,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .layers import (CONV_KINDS, FieldTimeBias, Resample, conv1x1, conv3x3, lift_conv, norm, project_conv,
-                     sinusoidal_embedding)
+from .layers import (CONV_KINDS, FieldAttention, FieldTimeBias, Resample, conv1x1, conv3x3, lift_conv, norm,
+                     project_conv, sinusoidal_embedding)
 
 __all__ = ["ReDiffuseUNet", "ResBlock", "count_parameters"]
 
@@ -98,12 +98,15 @@ class ReDiffuseUNet(nn.Module):
             downsampling, decoder widths halve per level; see ``_build_fusiondiff``).
         time_bias: ``"field"`` (one time bias per field: equivariant) or ``"channel"`` (per channel,
             as the official code: breaks equivariance; for parameter-count comparisons only).
+        attention: heads of a global self-attention layer between the two middle ResBlocks
+            (``layers.FieldAttention``, exactly equivariant); 0 = none (the paper).
     """
 
     def __init__(self, in_channels: int = 3, out_channels: int = 1, base: int = 64,
                  mults: tuple[int, ...] = (1, 2, 4, 8), num_res_blocks: int = 2, conv: str = "bconv",
                  m: int = 4, groups: int = 16, dropout: float = 0.1, emb_dim: int = 64,
-                 downsample_last: bool = False, layout: str = "unet", time_bias: str = "field"):
+                 downsample_last: bool = False, layout: str = "unet", time_bias: str = "field",
+                 attention: int = 0):
         super().__init__()
         if conv not in CONV_KINDS:
             raise ValueError(f"unknown conv kind {conv!r}; choose one of {CONV_KINDS}")
@@ -120,6 +123,8 @@ class ReDiffuseUNet(nn.Module):
                            emb_dim=emb_dim, downsample_last=downsample_last)
         if layout != "unet" or time_bias != "field":  # keep older checkpoints' configs unchanged
             self.config.update(layout=layout, time_bias=time_bias)
+        if attention:
+            self.config.update(attention=attention)
         self.layout = layout
         self.m = m
         fields = [base // m] + [base * k // m for k in mults]
@@ -137,6 +142,7 @@ class ReDiffuseUNet(nn.Module):
         else:
             self._build_unet(fields, mults, num_res_blocks, conv, m, block, downsample_last)
         # created last: a seed gives the same initial weights as in earlier versions
+        self.mid_attn = FieldAttention(fields[-1], conv, m, groups, attention) if attention else None
         self.out_norm = norm(fields[0], conv, m, groups)
         self.out = project_conv(fields[0], out_channels, conv, m)
         self.act = nn.SiLU()
@@ -229,8 +235,7 @@ class ReDiffuseUNet(nn.Module):
                 h = block(h, emb)
                 skips.append(h)
             h = down(h)
-        for block in self.mid:
-            h = block(h, emb)
+        h = self._middle(h, emb)
         if self.mid_up is not None:
             h = self.mid_up(h, skips[-1].shape[-2:])
         for blocks, up in zip(self.up_blocks, self.ups):
@@ -240,6 +245,13 @@ class ReDiffuseUNet(nn.Module):
             h = up(h, skips[-1].shape[-2:] if skips else None)
         return self.out(self.act(self.out_norm(h)))
 
+    def _middle(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        for i, block in enumerate(self.mid):
+            h = block(h, emb)
+            if i == 0 and self.mid_attn is not None:
+                h = self.mid_attn(h)
+        return h
+
     def _forward_fusiondiff(self, h: torch.Tensor, emb: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         skips = []
         for blocks, down in zip(self.down_blocks, self.downs):
@@ -247,8 +259,7 @@ class ReDiffuseUNet(nn.Module):
                 h = block(h, emb)
             h = down(h)
             skips.append(h)
-        for block in self.mid:
-            h = block(h, emb)
+        h = self._middle(h, emb)
         h = h + skips.pop()
         for blocks, up in zip(self.up_blocks, self.ups):
             for block in blocks:
