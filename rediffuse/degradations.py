@@ -8,8 +8,8 @@ Every operator acts on tensors [B, C, H, W], each channel independently, and pro
 
 A⁺ satisfies A A⁺ A = A, so :func:`range_null_correction` with λ = 1 makes the estimate agree with
 any observation y in the range of A exactly (DDNM: x ← x − λ A⁺(A x − y) replaces the range-space
-part of x by A⁺y and keeps its null-space part). Used by DRFusion-style sampling (BRIEF §4), with
-:func:`fusion_constraint` joining the per-source estimates.
+part of x by A⁺y and keeps its null-space part). ``rediffuse.restore`` uses it for DRFusion-style
+sampling of degraded sources, with :func:`fusion_constraint` joining the per-source estimates.
 """
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .bases import keys_cubic
 
 __all__ = [
     "Degradation",
@@ -169,15 +171,6 @@ class AvgPoolDown(Degradation):
         return y.repeat_interleave(f, dim=-2).repeat_interleave(f, dim=-1)
 
 
-def _keys_cubic(x: Tensor, a: float = -0.5) -> Tensor:
-    """Keys bicubic kernel (a = −0.5, as MATLAB imresize)."""
-    ax = x.abs()
-    ax2, ax3 = ax**2, ax**3
-    inner = (a + 2) * ax3 - (a + 3) * ax2 + 1
-    outer = a * ax3 - 5 * a * ax2 + 8 * a * ax - 4 * a
-    return torch.where(ax <= 1, inner, torch.where(ax < 2, outer, torch.zeros_like(ax)))
-
-
 def _bicubic_down_matrix(n: int, factor: int) -> Tensor:
     """[n/f, n] float64 matrix of antialiased bicubic downsampling by ``factor`` along one axis.
 
@@ -191,7 +184,7 @@ def _bicubic_down_matrix(n: int, factor: int) -> Tensor:
     for i in range(m):
         u = (i + 0.5) * factor - 0.5
         j = torch.arange(math.floor(u - half), math.ceil(u + half) + 1)
-        w = _keys_cubic((u - j.to(torch.float64)) / factor)
+        w = keys_cubic((u - j.to(torch.float64)) / factor)  # a = −0.5, as MATLAB imresize
         w = w / w.sum()
         jj = torch.remainder(j, 2 * n)
         jj = torch.where(jj >= n, 2 * n - 1 - jj, jj)

@@ -1,6 +1,6 @@
 """Figures and the interactive explorer for notebook 02 (the equivariance theorems).
 
-Measurements come from ``rediffuse.equivariance``; this module only draws them:
+Measurements come from ``rediffuse.theory``; this module only draws them:
 
 - ``plot_field``            the continuous test field and its gradient norm (where ``G`` comes from)
 - ``plot_bound_checks``     Theorems 3.1 / 3.2: max error against δ, the bound, the fitted slope
@@ -18,8 +18,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..equivariance import (BOUND_CONSTANTS, SHARP_CONSTANTS, BoundCheck, NetworkCheck, check_bound,
-                            network_error_map, pointwise_error_map)
+from ..theory import (BOUND_CONSTANTS, SHARP_CONSTANTS, BoundCheck, NetworkCheck, check_bound, network_error_map,
+                      pointwise_error_map)
 
 __all__ = ["plot_field", "plot_bound_checks", "plot_groupnorm", "plot_network_checks", "plot_quarter_turns",
            "plot_design_mistakes", "plot_error_maps", "draw_explorer", "theorem_explorer", "OPERATOR_LABELS"]

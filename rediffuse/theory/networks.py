@@ -1,0 +1,228 @@
+"""Whole networks measured: Theorem 3.4 and Corollaries 3.5-3.6 of the ReDiffuse paper.
+
+A stride-1 conv network is evaluated at continuous points of a ``fields.GaborField`` (one small
+forward pass per point, nothing interpolated), so its pointwise error ``|Φ_δ[π_θ e](x) − Φ_δ[e](R_θ⁻¹x)|``
+can be followed as the mesh ``δ`` and the number of orientations ``m`` shrink. ``build_unet`` and
+``unet_quarter_turn_errors`` check the package's own diffusion U-Net at quarter turns.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+from scipy.optimize import least_squares
+
+from ..bases import BicubicBasis
+from ..bconv import LiftConv2d, ProjectConv2d
+from ..equivariance import equivariance_errors, randomize_constant_parameters
+from ..unet import ReDiffuseUNet
+from .fields import _grid_coords, _inverse_rotations, loglog_slope, random_points
+
+__all__ = ["rote_stack", "plain_stack", "receptive_radius", "network_pointwise_errors", "NetworkCheck",
+           "network_errors", "fit_network_constants", "network_error_map", "build_unet",
+           "unet_quarter_turn_errors"]
+
+
+def rote_stack(m: int, fields: int = 4, kernel_size: int = 5, hidden: int = 2, seed: int = 0,
+               dtype: torch.dtype = torch.float32) -> nn.Sequential:
+    """A small Rot-E network image → image: lift → SiLU → project → SiLU → lift → SiLU → project.
+
+    Its learned weights do not depend on ``m`` (a lifting or projection filter is one learned filter
+    used at m orientations), so ``rote_stack(4)``, ``rote_stack(8)`` and ``rote_stack(16)`` are the
+    *same* network sampled at 4, 8 and 16 orientations — a fair comparison of the ``δ/m`` term of
+    Corollary 3.6. Every B-Conv basis carries the soft radial mask (the same filters for every m);
+    projections are scaled by 4/m so the sum over orientations keeps its size.
+    """
+    def layers(mm: int) -> list[nn.Module]:
+        basis = BicubicBasis(kernel_size, mask=True)
+        return [LiftConv2d(1, fields, kernel_size, m=mm, basis=basis),
+                ProjectConv2d(fields, hidden, kernel_size, m=mm, basis=basis),
+                LiftConv2d(hidden, fields, kernel_size, m=mm, basis=basis),
+                ProjectConv2d(fields, 1, kernel_size, m=mm, basis=basis)]
+
+    torch.manual_seed(seed)
+    reference = layers(4)
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for layer in reference:  # biases, one per field (zero at init would hide nothing, but be dull)
+            layer.bias.copy_(0.2 * torch.randn(layer.bias.shape, generator=gen))
+    mods = layers(m)
+    with torch.no_grad():
+        for layer, ref in zip(mods, reference):
+            layer.weight.copy_(ref.weight * (4.0 / m if isinstance(layer, ProjectConv2d) else 1.0))
+            layer.bias.copy_(ref.bias)
+    net = nn.Sequential(mods[0], nn.SiLU(), mods[1], nn.SiLU(), mods[2], nn.SiLU(), mods[3])
+    return net.to(dtype).eval()
+
+
+def plain_stack(channels: int = 16, hidden: int = 2, kernel_size: int = 5, seed: int = 0,
+                dtype: torch.dtype = torch.float32) -> nn.Sequential:
+    """The plain twin of ``rote_stack(4)``: the same topology and widths with ``nn.Conv2d``."""
+    torch.manual_seed(seed)
+    pad = kernel_size // 2
+    net = nn.Sequential(nn.Conv2d(1, channels, kernel_size, padding=pad), nn.SiLU(),
+                        nn.Conv2d(channels, hidden, kernel_size, padding=pad), nn.SiLU(),
+                        nn.Conv2d(hidden, channels, kernel_size, padding=pad), nn.SiLU(),
+                        nn.Conv2d(channels, 1, kernel_size, padding=pad))
+    return net.to(dtype).eval()
+
+
+def receptive_radius(module: nn.Module) -> int:
+    """Pixels the output at a point depends on, in each direction (stride-1 conv stacks)."""
+    r = 0
+    for mod in module.modules():
+        if isinstance(mod, nn.Conv2d):
+            r += (mod.kernel_size[0] - 1) // 2 * mod.dilation[0]
+        elif hasattr(mod, "kernel_size") and hasattr(mod, "expanded_filter"):
+            r += (mod.kernel_size - 1) // 2
+    return r
+
+
+def _network_patches(field: Callable, delta: float, points: np.ndarray, thetas, r: int):
+    """Input patches ``[n, 2r+1, 2r+1]`` for both sides of the pointwise comparison (see below)."""
+    offsets = _grid_coords(r, delta)  # [P, P, 2]
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    thetas = np.broadcast_to(np.asarray(thetas, dtype=np.float64), points.shape[:-1])
+    r_inv = _inverse_rotations(thetas)
+    left = field(np.einsum("nij,npqj->npqi", r_inv, points[:, None, None, :] + offsets))
+    right = field(np.einsum("nij,nj->ni", r_inv, points)[:, None, None, :] + offsets)
+    return left, right
+
+
+def _param_dtype(net: nn.Module) -> torch.dtype:
+    p = next(net.parameters(), None)
+    return p.dtype if p is not None else torch.float64
+
+
+@torch.no_grad()
+def _centre_outputs(net: nn.Module, patches: np.ndarray, r: int, batch: int = 1024) -> torch.Tensor:
+    dtype = _param_dtype(net)
+    x = torch.from_numpy(patches).to(dtype)[:, None]
+    return torch.cat([net(x[s:s + batch])[:, :, r, r] for s in range(0, len(x), batch)]).double()
+
+
+def network_pointwise_errors(net: nn.Module, field: Callable, delta: float, points: np.ndarray,
+                             thetas) -> tuple[np.ndarray, np.ndarray]:
+    """``|Φ_δ[π_θ e](x) − Φ_δ[e](R_θ⁻¹x)|`` of an image → image conv network at continuous points.
+
+    A stride-1 conv network is translation equivariant, so its output *at any point* ``z`` is defined
+    by running it on the grid ``z + δZ²`` through that point. Only a patch of the receptive field's
+    size matters (zero padding at the patch border never reaches its centre), so each point costs one
+    small forward pass and nothing is interpolated: the left side samples the turned field around
+    ``x``, the right side samples ``e`` around ``R_θ⁻¹x``. Returns ``(errors [n], |Φ_δ[e](R_θ⁻¹x)| [n])``
+    (max over output channels). The network runs in its own dtype.
+    """
+    r = receptive_radius(net)
+    left, right = _network_patches(field, delta, points, thetas, r)
+    out_left, out_right = _centre_outputs(net, left, r), _centre_outputs(net, right, r)
+    return (out_left - out_right).abs().amax(1).numpy(), out_right.abs().amax(1).numpy()
+
+
+@dataclass
+class NetworkCheck:
+    """Relative pointwise equivariance errors of one network over a list of mesh sizes."""
+
+    name: str
+    deltas: np.ndarray
+    max_errors: np.ndarray   # max_x |error| / max_x |Φ|
+    mean_errors: np.ndarray  # mean_x |error| / max_x |Φ|
+
+    @property
+    def slope(self) -> float:
+        return loglog_slope(self.deltas, self.max_errors)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "deltas": self.deltas.tolist(), "max_errors": self.max_errors.tolist(),
+                "mean_errors": self.mean_errors.tolist(), "slope": self.slope}
+
+
+def network_errors(nets: dict[str, nn.Module], field: Callable, deltas: Sequence[float], n_points: int = 2000,
+                   radius: float = 0.7, thetas=None, seed: int = 0) -> dict[str, NetworkCheck]:
+    """Theorem 3.4 / Corollaries 3.5–3.6 measured: ``{name: NetworkCheck}``.
+
+    The same random points (in the disc of ``radius``) and angles are used for every network and δ;
+    ``thetas=None`` draws one uniform angle per point (almost surely not a multiple of 90°), a number
+    or a list of numbers uses those angles (cycled over the points).
+    """
+    rng = np.random.default_rng(seed)
+    pts = random_points(n_points, radius, rng)
+    if thetas is None:
+        th = rng.uniform(0.0, 2 * np.pi, n_points)
+    else:
+        th = np.resize(np.atleast_1d(np.asarray(thetas, dtype=np.float64)), n_points)
+    deltas = np.asarray(sorted(deltas, reverse=True), dtype=np.float64)
+    radii = {name: receptive_radius(net) for name, net in nets.items()}
+    mx = {name: [] for name in nets}
+    mean = {name: [] for name in nets}
+    for delta in deltas:
+        patches = {}  # the field is sampled once per receptive-field size, shared by the networks
+        for name, net in nets.items():
+            r = radii[name]
+            if r not in patches:
+                patches[r] = _network_patches(field, float(delta), pts, th, r)
+            left, right = patches[r]
+            out_left, out_right = _centre_outputs(net, left, r), _centre_outputs(net, right, r)
+            err = (out_left - out_right).abs().amax(1)
+            scale = float(out_right.abs().max()) or 1.0
+            mx[name].append(float(err.max()) / scale)
+            mean[name].append(float(err.mean()) / scale)
+    return {name: NetworkCheck(name, deltas, np.array(mx[name]), np.array(mean[name])) for name in nets}
+
+
+def fit_network_constants(checks: dict[int, NetworkCheck], skip_coarsest: int = 1) -> tuple[float, float]:
+    """Fit Corollary 3.6's form ``error ≈ C₁·δ + C₂·δ/m`` (C₁, C₂ ≥ 0) to the max errors of the same
+    network at several m (``{m: NetworkCheck}``), leaving out the ``skip_coarsest`` coarsest meshes
+    (before the asymptotic regime sets in). Residuals are taken in log space, so every point counts
+    by its ratio to the model, as on a log–log plot."""
+    rows = [(dd, 1.0 / m, ee) for m, chk in checks.items()
+            for dd, ee in list(zip(chk.deltas, chk.max_errors))[skip_coarsest:] if ee > 0]
+    d, inv_m, e = (np.array(col, dtype=np.float64) for col in zip(*rows)) if rows else ([], [], [])
+    if len(e) < 2:
+        raise ValueError("need at least two positive errors to fit C1, C2")
+    scale = float(np.median(e / d))  # fit in units where the constants are O(1)
+
+    def residuals(c):
+        return np.log((c[0] * d + c[1] * d * inv_m) * scale + 1e-300) - np.log(e)
+
+    best = least_squares(residuals, x0=[0.1, 1.0], bounds=([0.0, 0.0], [np.inf, np.inf]))
+    c1, c2 = (float(c) for c in best.x * scale)
+    # a constant pinned at its bound comes back as round-off (1e-20 …): report it as the 0 it is
+    return (0.0 if c1 < 1e-9 * c2 else c1), (0.0 if c2 < 1e-9 * c1 else c2)
+
+
+def network_error_map(net: nn.Module, field: Callable, delta: float, theta: float, radius: float = 0.7,
+                      resolution: int = 64) -> np.ndarray:
+    """``network_pointwise_errors`` on a ``resolution²`` raster of the disc (NaN outside), relative to
+    the largest output in it."""
+    g = np.linspace(-radius, radius, resolution)
+    pts = np.stack(np.meshgrid(g, g, indexing="ij"), axis=-1).reshape(-1, 2)
+    inside = (pts ** 2).sum(-1) <= radius ** 2
+    err, val = network_pointwise_errors(net, field, delta, pts[inside], theta)
+    out = np.full(len(pts), np.nan)
+    out[inside] = err / (val.max() if val.max() > 0 else 1.0)
+    return out.reshape(resolution, resolution)
+
+
+def build_unet(seed: int = 0, **overrides) -> ReDiffuseUNet:
+    """A small ``ReDiffuseUNet`` (3 → 1 channels, base 16, two levels; ``overrides`` change any
+    constructor argument) in eval mode, its constant parameters randomised."""
+    kwargs = dict(in_channels=3, out_channels=1, base=16, mults=(1, 2), num_res_blocks=1, conv="bconv",
+                  m=4, groups=2, emb_dim=16)
+    kwargs.update(overrides)
+    torch.manual_seed(seed)
+    net = ReDiffuseUNet(**kwargs)
+    return randomize_constant_parameters(net, seed).eval()
+
+
+def unet_quarter_turn_errors(size: tuple[int, int] = (37, 44), seed: int = 0, dtype: torch.dtype = torch.float32,
+                             timestep: float = 123.0, **overrides) -> dict[int, float]:
+    """``{k: error}`` of ``build_unet(seed, **overrides)`` at quarter turns, on one random input
+    ``[1, in_channels, *size]`` at diffusion step ``timestep``."""
+    net = build_unet(seed, **overrides).to(dtype)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, net.config["in_channels"], *size, generator=gen).to(dtype)
+    t = torch.full((1,), timestep, dtype=dtype)
+    return equivariance_errors(net, x, (1, 2, 3), forward_kwargs={"t": t})
