@@ -32,7 +32,7 @@ from .paths import REPO_ROOT
 
 __all__ = [
     "rgb_to_ycbcr", "ycbcr_to_rgb", "luminance", "fuse_chroma", "recombine",
-    "image_to_tensor", "tensor_to_image",
+    "image_to_tensor", "tensor_to_image", "center_crop",
     "FusionFolder", "NYU_TRAIN_STEMS", "NYU_TEST_STEMS",
     "SKIMAGE_PHOTOS", "skimage_photo", "skimage_depth",
     "focus_mask", "blur", "make_pair", "SyntheticPairs", "generate_synthetic_folder",
@@ -129,18 +129,37 @@ def recombine(y_fused: np.ndarray, sources_rgb: Sequence[np.ndarray]) -> np.ndar
 
 
 def image_to_tensor(img: np.ndarray, y_only: bool = True) -> torch.Tensor:
-    """uint8 ``[H, W]`` / ``[H, W, 3]`` -> float32 in [-1, 1]: ``[1, H, W]`` (Y) or ``[3, H, W]`` (RGB).
+    """uint8 (or float 0–255) ``[H, W]`` / ``[H, W, 3]`` -> float32 in [-1, 1]: ``[1, H, W]`` (Y) or
+    ``[3, H, W]`` (RGB).
 
-    Y is not rounded to integers; a grey image gives Y = grey, and is repeated for RGB.
+    Y is not rounded to integers; a grey image gives Y = grey, and is repeated for RGB. Converted in
+    row strips, so a 24-MP photo never exists as a full float64 copy.
     """
     a = np.asarray(img)
-    if y_only:
-        v = luminance(a)[None]
-    else:
-        if a.ndim == 2:
-            a = np.repeat(a[..., None], 3, axis=-1)
-        v = np.moveaxis(a.astype(np.float64), -1, 0)
-    return torch.from_numpy(np.ascontiguousarray(v / 127.5 - 1.0, dtype=np.float32))
+    if a.ndim == 2 and not y_only:
+        a = a[..., None]
+    h, w = a.shape[:2]
+    out = np.empty((1 if y_only else 3, h, w), np.float32)
+    for r in range(0, h, _STRIP_ROWS):
+        s = slice(r, min(r + _STRIP_ROWS, h))
+        v = luminance(a[s])[None] if y_only else np.moveaxis(a[s].astype(np.float64), -1, 0)
+        out[:, s] = v / 127.5 - 1.0
+    return torch.from_numpy(out)
+
+
+_STRIP_ROWS = 256
+
+
+def center_crop(img: np.ndarray, size: int | None) -> np.ndarray:
+    """The central ``size``×``size`` window of ``[H, W(, C)]`` (the whole image when ``size`` is
+    None or not smaller than it)."""
+    if not size:
+        return img
+    h, w = img.shape[:2]
+    if size > min(h, w):
+        raise ValueError(f"crop {size} is larger than the image ({h}×{w}); use a smaller crop or none")
+    top, left = (h - size) // 2, (w - size) // 2
+    return img[top:top + size, left:left + size]
 
 
 def tensor_to_image(t: torch.Tensor) -> np.ndarray:

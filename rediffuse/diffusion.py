@@ -29,6 +29,7 @@ from typing import Callable, Protocol, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm.auto import tqdm
 
 __all__ = [
     "NoiseSchedule",
@@ -448,8 +449,6 @@ def _sample_loop(
     model_t = schedule.timesteps.to(device)
     pairs = list(zip(timesteps, timesteps[1:] + [-1]))
     if progress:
-        from tqdm.auto import tqdm
-
         pairs = tqdm(pairs, desc="sampling", leave=False)
     with torch.set_grad_enabled(grad):
         for t, t_prev in pairs:

@@ -22,9 +22,13 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
 from .baselines import BASELINES, get_baseline
 from .data import FusionFolder
+from .fuse import SHIPPED_MODELS, FusionModel, fuse
+from .groups import rotate_image
 from .imageio import write_image
 from .metrics import evaluate as score_triple
 from .paths import reference_dir
@@ -47,18 +51,13 @@ def make_method(spec: str, *, sampler: str | None = None, steps: int | None = No
     with its sampler settings."""
     if spec in BASELINES:
         return Method(name or spec, get_baseline(spec))
-    from .fuse import SHIPPED_MODELS
-
     if spec.endswith(".pt") or Path(spec).is_file() or spec in SHIPPED_MODELS:
-        from .fuse import FusionModel, fuse
-
         fm = FusionModel(spec, device=device)
-        s_name, s_steps = fm.default_sampler()
-        s_name, s_steps = sampler or s_name, steps or s_steps
+        st = fm.settings(sampler, steps, seed=seed)  # validated once, before any image is fused
         # a run's checkpoint is <run>/last.pt: its folder says which run it is
         stem = fm.path.parent.name if fm.path.stem == "last" else fm.path.stem
-        label = name or f"{stem} ({s_name}, {s_steps} steps)"
-        return Method(label, lambda imgs: fuse(imgs, fm, sampler=s_name, steps=s_steps, seed=seed))
+        label = name or f"{stem} ({st.sampler}, {st.steps} steps)"
+        return Method(label, lambda imgs: fuse(imgs, fm, sampler=st.sampler, steps=st.steps, seed=st.seed))
     raise ValueError(f"unknown method {spec!r}: use a baseline ({', '.join(sorted(BASELINES))}), "
                      f"a shipped model ({', '.join(SHIPPED_MODELS)}) or a checkpoint file (*.pt)")
 
@@ -78,8 +77,6 @@ def evaluate_folder(folder: str | Path, methods: Sequence[Method], out_dir: str 
     "seconds"}``; with ``out_dir`` also writes fused images, ``per_image.csv`` and ``summary.md``.
     Only the first two sources of a stack are scored (the metrics are defined for pairs).
     """
-    from tqdm.auto import tqdm
-
     names = [m.name for m in methods]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
@@ -194,22 +191,12 @@ def fusion_equivariance_maps(fm, y_a, y_b, ks: Sequence[int] = (1, 2, 3), steps:
     starting noise is rotated together with the sources, so any error comes from the network itself.
     Maps are ``[H, W]`` in grey levels (0–255 scale).
     """
-    import torch
-
-    from .diffusion import get_sampler
-    from .groups import rotate_image
-
-    name, k_default = fm.default_sampler()
-    steps = steps or k_default
-    sampler = get_sampler(name)
+    st = fm.settings(steps=steps, seed=seed)
     g = torch.Generator().manual_seed(seed)
     x_T = torch.randn(y_a.shape, generator=g)
 
     def run(a, b, noise):
-        cond = torch.cat([a, b], 1).to(fm.device)
-        with torch.no_grad():
-            return sampler(fm.model, cond, a.shape, fm.schedule, steps, x_T=noise.to(fm.device),
-                           prediction=fm.prediction).cpu()
+        return fm.sample(torch.cat([a, b], 1), st, x_T=noise).cpu()
 
     base = run(y_a, y_b, x_T)
     maps = {}

@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from .data import FusionFolder
+from .data import FusionFolder, center_crop
+from .fuse import fuse
 from .metrics import evaluate as score_triple
 
 __all__ = ["CURVE_STEPS", "curve_settings", "center_crop", "quality_cost_curve", "curve_table",
@@ -39,18 +41,6 @@ def curve_settings(steps: Sequence[int] = CURVE_STEPS, sampler: str = "ddim",
     return out
 
 
-def center_crop(img: np.ndarray, size: int | None) -> np.ndarray:
-    """The central ``size``×``size`` window of ``[H, W(, C)]`` (the whole image when ``size`` is
-    None or not smaller than it)."""
-    if not size:
-        return img
-    h, w = img.shape[:2]
-    if size > min(h, w):
-        raise ValueError(f"crop {size} is larger than the image ({h}×{w}); use a smaller crop or none")
-    top, left = (h - size) // 2, (w - size) // 2
-    return img[top:top + size, left:left + size]
-
-
 def quality_cost_curve(fm, folder: str | Path, settings: Sequence[tuple[str, int]], *,
                        stems: Sequence[str] | None = None, crop: int | None = 176, seed: int = 0,
                        progress: bool = True) -> list[dict]:
@@ -60,10 +50,6 @@ def quality_cost_curve(fm, folder: str | Path, settings: Sequence[tuple[str, int
     Returns one row per (image, setting): ``image, sampler, steps, evaluations, seconds`` and the
     metrics of :func:`rediffuse.metrics.evaluate` (PSNR/SSIM too where ``GT/`` exists).
     """
-    from tqdm.auto import tqdm
-
-    from .fuse import fuse
-
     ds = FusionFolder(folder, stems=stems)
     rows: list[dict] = []
     bar = tqdm(total=len(ds.stems) * sum(k for _, k in settings), desc="curve", unit="eval",

@@ -36,20 +36,22 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence, Union
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from .data import luminance, recombine
+from .data import image_to_tensor, luminance, recombine, tensor_to_image
 from .diffusion import PREDICTIONS, SAMPLERS, get_sampler, get_schedule
 from .imageio import read_image_float
 from .paths import REPO_ROOT
-from .train import load_model
+from .checkpoint import load_model
 
 __all__ = [
-    "FusionModel", "DEFAULT_CHECKPOINT", "SHIPPED_MODELS", "resolve_checkpoint", "MIN_SIDE", "TILE_BUDGET_BYTES", "fuse", "load_stack_image", "check_stack",
+    "FusionModel", "SamplingSettings", "DEFAULT_CHECKPOINT", "SHIPPED_MODELS", "resolve_checkpoint", "MIN_SIDE", "TILE_BUDGET_BYTES", "fuse", "load_stack_image", "check_stack",
     "plan_tiles", "tile_window",
 ]
 
@@ -209,7 +211,7 @@ class FusionModel:
     """
 
     def __init__(self, checkpoint: str | os.PathLike | None = None, device: str = "cpu", ema: bool = True):
-        from .tutorial import resolve_device
+        from .runtime import resolve_device
 
         device = resolve_device(str(device))
         path = resolve_checkpoint(checkpoint)
@@ -279,12 +281,24 @@ class FusionModel:
     def sampler_settings(self, sampler: str | None = None, steps: int | None = None) -> tuple[str, int]:
         """``(sampler, steps)`` with the defaults filled in, both validated."""
         name, k = self.default_sampler()
-        sampler, steps = sampler or name, int(steps or k)
+        sampler = sampler or name
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; available: {', '.join(sorted(SAMPLERS))}")
-        if not 1 <= steps <= self.schedule.T:
-            raise ValueError(f"steps must be between 1 and {self.schedule.T} (the model's T), got {steps}")
-        return sampler, steps
+        if steps is None:
+            steps = k
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= self.schedule.T:
+            raise ValueError(f"steps must be a whole number from 1 to {self.schedule.T} (the model's T), got {steps!r}")
+        return sampler, int(steps)
+
+    def settings(self, sampler: str | None = None, steps: int | None = None, *, tile: int | str | None = None,
+                 overlap: int | None = None, seed: int = 0) -> "SamplingSettings":
+        """Every sampling setting resolved (defaults filled in) and validated once; see
+        :class:`SamplingSettings`. ``tile``: "auto", 0/None (whole images) or a side ≥ 32 px."""
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
+            raise ValueError(f"seed must be a whole number from 0 to 2**63 - 1, got {seed!r}")
+        sampler, steps = self.sampler_settings(sampler, steps)
+        tile, overlap = self.resolve_tile(tile, overlap)
+        return SamplingSettings(sampler, steps, tile, overlap, int(seed))
 
     def count_evaluations(self, height: int, width: int, steps: int, tile: int | None, overlap: int) -> int:
         """Network evaluations (tiles × steps) one pairwise fusion of this size takes."""
@@ -292,33 +306,32 @@ class FusionModel:
         return steps * len(plan_tiles(h, w, tile, overlap))
 
     @torch.no_grad()
-    def fuse_y(self, y_a: torch.Tensor, y_b: torch.Tensor, sampler: str | None = None, steps: int | None = None,
-               seed: int = 0, progress: bool = False, *, tile: int | str | None = None, overlap: int | None = None,
-               callback: Callable[[], None] | None = None) -> torch.Tensor:
-        """Fuse ``[B, C, H, W]`` images in [-1, 1] (C = ``self.channels``: 1 luminance, 3 RGB); returns
-        ``[B, C, H, W]`` in [-1, 1] (on the device).
+    def sample(self, cond: torch.Tensor, settings: "SamplingSettings | None" = None, *, x_T: torch.Tensor | None = None,
+               correct: Callable | None = None, observe: Callable[[torch.Tensor], None] | None = None,
+               callback: Callable[[], None] | None = None, progress: bool = False) -> torch.Tensor:
+        """The one sampling path: ``cond`` ``[B, 2·C, H, W]`` (two sources in [-1, 1]) → ``[B, C, H, W]``.
 
-        ``tile``/``overlap``: see the module docstring (default: whole image). Inputs with a side below
-        ``min_size`` are reflect-padded. ``progress`` shows a bar over network evaluations;
-        ``callback()`` is called after each one. Deterministic given ``seed`` (x_T is drawn for the
-        whole image from a CPU generator, so tiling and device do not change it).
+        Owns what every caller needs: inputs below ``min_size`` reflect-padded and cropped back,
+        tiled network evaluations, the generator (x_T drawn once for the whole image from a CPU
+        generator seeded by ``settings.seed``, unless ``x_T`` is given), and the NaN checks.
+        ``correct(x0_hat, t_index)`` is the sampler's per-step correction (e.g. the range–null-space
+        projection of ``rediffuse.restore``; needs inputs of at least ``min_size``); ``observe(out)``
+        sees the network's whole-image output at every step; ``callback()`` runs after every network
+        evaluation.
         """
+        st = settings or self.settings()
         c = self.channels
-        if y_a.shape != y_b.shape or y_a.ndim != 4 or y_a.shape[1] != c:
-            raise ValueError(f"fuse_y expects two [B, {c}, H, W] tensors of one shape, got {tuple(y_a.shape)} "
-                             f"and {tuple(y_b.shape)}")
-        sampler, steps = self.sampler_settings(sampler, steps)
-        tile, overlap = self.resolve_tile(tile, overlap)
-        h, w = y_a.shape[-2:]
-        cond = torch.cat([y_a.to(self.device, torch.float32), y_b.to(self.device, torch.float32)], 1)
+        if cond.ndim != 4 or cond.shape[1] != 2 * c:
+            raise ValueError(f"sample expects the two sources as [B, {2 * c}, H, W], got {tuple(cond.shape)}")
+        h, w = cond.shape[-2:]
+        cond = cond.to(self.device, torch.float32)
         cond, pads = _pad_to(cond, self.min_size)
+        if any(pads) and correct is not None:
+            raise ValueError(f"images must be at least {self.min_size} px on each side for a corrected sampler, "
+                             f"got {w}×{h}")
         H, W = cond.shape[-2:]
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=self.count_evaluations(h, w, steps, tile, overlap), desc="fusing", unit="eval",
-                       leave=False)
+        bar = tqdm(total=self.count_evaluations(h, w, st.steps, st.tile, st.overlap), desc="fusing", unit="eval",
+                   leave=False) if progress else None
 
         def on_eval():
             if bar is not None:
@@ -326,18 +339,61 @@ class FusionModel:
             if callback is not None:
                 callback()
 
-        net = _TiledNet(self.model, H, W, tile, overlap, on_eval)
-        g = torch.Generator(device="cpu").manual_seed(int(seed))
+        tiled = _TiledNet(self.model, H, W, st.tile, st.overlap, on_eval)
+
+        def net(x, t, cnd):
+            out = tiled(x, t, cnd)
+            if observe is not None:
+                observe(out)
+            return out
+
+        if x_T is not None:
+            x_T, _ = _pad_to(x_T.to(self.device, torch.float32), self.min_size)
+        g = torch.Generator(device="cpu").manual_seed(st.seed)
         try:
-            out = get_sampler(sampler)(net, cond, (cond.shape[0], c, H, W), self.schedule, steps, generator=g,
-                                       progress=False, prediction=self.prediction)
+            out = get_sampler(st.sampler)(net, cond, (cond.shape[0], c, H, W), self.schedule, st.steps,
+                                          generator=g, x_T=x_T, progress=False, prediction=self.prediction,
+                                          **({"correct": correct} if correct is not None else {}))
         finally:
             if bar is not None:
                 bar.close()
         if not bool(torch.isfinite(out).all()):
-            raise RuntimeError(f"sampling produced NaN/inf values ({sampler}, {steps} steps) with {self.path}; "
+            raise RuntimeError(f"sampling produced NaN/inf values ({st.sampler}, {st.steps} steps) with {self.path}; "
                                "the checkpoint looks broken, or try fewer steps / another sampler")
         return out[..., pads[0]:H - pads[1], pads[2]:W - pads[3]]
+
+    def fuse_y(self, y_a: torch.Tensor, y_b: torch.Tensor, sampler: str | None = None, steps: int | None = None,
+               seed: int = 0, progress: bool = False, *, tile: int | str | None = None, overlap: int | None = None,
+               callback: Callable[[], None] | None = None) -> torch.Tensor:
+        """Fuse ``[B, C, H, W]`` images in [-1, 1] (C = ``self.channels``: 1 luminance, 3 RGB); returns
+        ``[B, C, H, W]`` in [-1, 1] (on the device). A convenience over :meth:`sample` with the
+        settings given one by one (``tile`` default: whole image). Deterministic given ``seed``.
+        """
+        c = self.channels
+        if y_a.shape != y_b.shape or y_a.ndim != 4 or y_a.shape[1] != c:
+            raise ValueError(f"fuse_y expects two [B, {c}, H, W] tensors of one shape, got {tuple(y_a.shape)} "
+                             f"and {tuple(y_b.shape)}")
+        st = self.settings(sampler, steps, tile=tile, overlap=overlap, seed=seed)
+        return self.sample(torch.cat([y_a, y_b], 1), st, callback=callback, progress=progress)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike | None = None, device: str = "cpu",
+                        ema: bool = True) -> "FusionModel":
+        """A shipped model by name (``SHIPPED_MODELS``: ``"weights"``, ``"weights-plain"``, ``"paper"``),
+        or a checkpoint file; ``None``: the default model."""
+        return cls(name_or_path, device=device, ema=ema)
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How a :class:`FusionModel` samples, resolved and validated by :meth:`FusionModel.settings`:
+    ``sampler`` name, ``steps``, ``tile`` side in px (0: whole image) and its ``overlap``, ``seed``."""
+
+    sampler: str
+    steps: int
+    tile: int
+    overlap: int
+    seed: int = 0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -446,16 +502,10 @@ def fuse(images: Sequence[ImageLike], model: FusionModel | str | os.PathLike | N
         warnings.warn(f"mixing grey and colour images: {grey} treated as colour (R = G = B); the result is colour",
                       stacklevel=2)
     fm = model if isinstance(model, FusionModel) else FusionModel(model, device=device)
-    sampler, steps = fm.sampler_settings(sampler, steps)
-    tile, overlap = fm.resolve_tile(tile, overlap)
+    st = fm.settings(sampler, steps, tile=tile, overlap=overlap, seed=seed)
     h, w = arrays[0].shape[:2]
-
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        total = (len(arrays) - 1) * fm.count_evaluations(h, w, steps, tile, overlap)
-        bar = tqdm(total=total, desc="fusing", unit="eval")
+    total = (len(arrays) - 1) * fm.count_evaluations(h, w, st.steps, st.tile, st.overlap)
+    bar = tqdm(total=total, desc="fusing", unit="eval") if progress else None
 
     def on_eval():
         if bar is not None:
@@ -463,22 +513,17 @@ def fuse(images: Sequence[ImageLike], model: FusionModel | str | os.PathLike | N
         if callback is not None:
             callback()
 
-    def to_t(a: np.ndarray) -> torch.Tensor:
-        if fm.channels == 1:
-            return torch.from_numpy(_luma(a) / np.float32(127.5) - np.float32(1.0))[None, None]
-        rgb = np.repeat(a[..., None], 3, -1) if a.ndim == 2 else a  # an RGB model fuses R, G, B directly
-        return torch.from_numpy(np.moveaxis(rgb.astype(np.float32), -1, 0) / np.float32(127.5) - np.float32(1.0))[None]
-
+    # an RGB model fuses R, G, B directly; a luminance model fuses Y
+    to_t = lambda a: image_to_tensor(a, y_only=fm.channels == 1)[None]  # noqa: E731
     try:
         fused = to_t(arrays[0])
         for a in arrays[1:]:
-            fused = fm.fuse_y(fused, to_t(a), sampler, steps, seed, tile=tile, overlap=overlap, callback=on_eval)
+            fused = fm.sample(torch.cat([fused, to_t(a).to(fused.device)], 1), st, callback=on_eval)
     finally:
         if bar is not None:
             bar.close()
     if fm.channels == 3:
-        rgb = np.clip(np.rint((fused[0].cpu().numpy().astype(np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
-        rgb = np.ascontiguousarray(np.moveaxis(rgb, 0, -1))
+        rgb = tensor_to_image(fused[0])
         return rgb if any(colour) else np.clip(np.rint(_luma(rgb)), 0, 255).astype(np.uint8)
     y = (fused[0, 0].cpu().numpy().astype(np.float32) + np.float32(1.0)) * np.float32(127.5)
     del fused

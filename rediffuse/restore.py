@@ -24,13 +24,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from .baselines import get_baseline
-from .data import FusionFolder, image_to_tensor, luminance, tensor_to_image
+from .data import FusionFolder, center_crop, image_to_tensor, luminance, tensor_to_image
 from .degradations import (AvgPoolDown, BicubicDown, Degradation, GaussianBlur, Identity, fusion_constraint,
                            range_null_correction)
-from .diffusion import get_sampler, make_ddnm_correction, sampling_timesteps, weight_map
-from .fewstep import center_crop
+from .diffusion import make_ddnm_correction, sampling_timesteps, weight_map
 from .metrics import psnr, ssim
 
 __all__ = ["DegradationSetting", "DEGRADATION_SETTINGS", "FUSE_MODES", "naive_upsample", "classical_restore",
@@ -132,29 +132,20 @@ def fuse_degraded(fm, y_a: Tensor, y_b: Tensor, setting: DegradationSetting, mod
     if fm.prediction != "weights":
         raise ValueError(f"mode 'correct' needs a weight-map model (prediction 'weights'); {fm.path.name} "
                          f"predicts {fm.prediction!r}")
-    sampler, steps = fm.sampler_settings(sampler, steps)
-    H, W = r_a.shape[-2:]
-    if min(H, W) < fm.min_size:
-        raise ValueError(f"images must be at least {fm.min_size} px on each side for mode 'correct', got {H}×{W}")
+    st = fm.settings(sampler, steps, seed=seed)
     dev = fm.device
     ys = [y_a.to(dev, torch.float32), y_b.to(dev, torch.float32)]
-    cond = torch.cat([r_a, r_b], 1).to(dev, torch.float32)
     last: dict[str, Tensor] = {}
 
-    def net(x, t, c):
-        out = fm.model(x, t, c)
+    def keep_weights(out: Tensor) -> None:
         last["w"] = weight_map(out)  # the fusion constraint's m for this step
-        return out
 
     def project(x0, lam):
         x_a, x_b = (range_null_correction(x0, y, setting.op, lam) for y in ys)
         return fusion_constraint(x_a, x_b, last["w"])
 
-    correct = make_ddnm_correction(project, fm.schedule, sampling_timesteps(fm.schedule.T, steps), setting.sigma_y)
-    g = torch.Generator(device="cpu").manual_seed(int(seed))
-    out = get_sampler(sampler)(net, cond, (cond.shape[0], 1, H, W), fm.schedule, steps, generator=g,
-                               prediction=fm.prediction, correct=correct)
-    return out.clamp(-1, 1)
+    correct = make_ddnm_correction(project, fm.schedule, sampling_timesteps(fm.schedule.T, st.steps), setting.sigma_y)
+    return fm.sample(torch.cat([r_a, r_b], 1), st, correct=correct, observe=keep_weights).clamp(-1, 1)
 
 
 def degradation_rows(fm, folder: str | Path, settings: Sequence[DegradationSetting], *,
@@ -165,8 +156,6 @@ def degradation_rows(fm, folder: str | Path, settings: Sequence[DegradationSetti
     name) also scores restore-then-fuse with it (``"restore+<baseline>"``). Sides are cropped
     centrally to ``crop`` (when given) and to a multiple of the operator's factor.
     Rows: ``image, degradation, method, PSNR, SSIM, seconds``."""
-    from tqdm.auto import tqdm
-
     ds = FusionFolder(folder, stems=stems, require_gt=True)
     methods = list(modes) + ([f"restore+{baseline}"] if baseline else [])
     rows: list[dict] = []

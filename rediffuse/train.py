@@ -22,12 +22,17 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from torch.utils.data import ConcatDataset
 
+from .checkpoint import export_checkpoint, load_checkpoint, load_model, save_checkpoint
+from .data import FusionFolder, SyntheticPairs
 from .diffusion import get_schedule, training_loss
+from .synthesis import LayeredPairs, library_for
 from .unet import ReDiffuseUNet, count_parameters
 
-__all__ = ["TrainConfig", "train", "build_dataset", "save_checkpoint", "load_checkpoint", "load_model",
-           "export_checkpoint"]
+__all__ = ["TrainConfig", "train", "train_model", "build_model", "build_dataset",
+           # checkpoints live in rediffuse.checkpoint; re-exported for existing callers
+           "save_checkpoint", "load_checkpoint", "load_model", "export_checkpoint"]
 
 
 @dataclass
@@ -61,60 +66,10 @@ class TrainConfig:
     log_every: int = 10
 
 
-# ---------------------------------------------------------------- checkpoints
-
-def save_checkpoint(path: str | Path, state: dict) -> None:
-    """``torch.save`` to a temporary file, then rename: a crash never leaves a half-written checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``: no code runs)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to a user
-        raise ValueError(f"{path} is not a readable rediffuse checkpoint ({type(e).__name__}); re-download or retrain it") from None
-
-
-def load_model(path: str | Path, ema: bool = True, map_location="cpu") -> tuple[ReDiffuseUNet, dict]:
-    """Rebuild the U-Net stored in a checkpoint; returns ``(model.eval(), config dict)``."""
-    ck = load_checkpoint(path, map_location)
-    if "model_config" not in ck or "model" not in ck:
-        raise ValueError(f"{path} is not a rediffuse model checkpoint (no model_config/model entries)")
-    model = ReDiffuseUNet(**ck["model_config"])
-    try:
-        model.load_state_dict(ck["ema" if ema and ck.get("ema") else "model"])
-    except RuntimeError as e:
-        raise ValueError(f"{path} does not match the model it describes: {str(e).splitlines()[0]}") from None
-    return model.eval(), ck.get("config", {})
-
-
-def export_checkpoint(src: str | Path, dst: str | Path, **meta: Any) -> Path:
-    """Write a slim, shippable copy of a training checkpoint: weights, EMA weights, configs, step and
-    ``meta`` (e.g. wall time, hardware) — no optimizer state."""
-    ck = load_checkpoint(src)
-    slim = {k: ck[k] for k in ("model", "ema", "config", "model_config", "step") if k in ck}
-    slim["meta"] = meta
-    save_checkpoint(dst, slim)
-    return Path(dst)
-
-
 # ---------------------------------------------------------------- data
 
 def build_dataset(cfg: TrainConfig):
     """Training pool: the folders in ``cfg.data`` (random crops + rot90/flip) plus synthetic pairs."""
-    from torch.utils.data import ConcatDataset
-
-    from .data import FusionFolder, SyntheticPairs
-    from .synthesis import LayeredPairs, library_for
-
     if cfg.channels not in (1, 3):
         raise ValueError(f"channels must be 1 (luminance) or 3 (RGB), got {cfg.channels}")
     y_only = cfg.channels == 1
@@ -162,9 +117,25 @@ def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
         pe.lerp_(pm.detach(), 1 - decay)
 
 
+def build_model(cfg: TrainConfig) -> ReDiffuseUNet:
+    """The U-Net a configuration describes, initialised from ``cfg.seed``."""
+    torch.manual_seed(cfg.seed)
+    return ReDiffuseUNet(in_channels=3 * cfg.channels, out_channels=cfg.channels, **cfg.model)
+
+
 def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, device: str = "cpu",
           stop_after: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """Train (or resume) a run in ``out_dir``: ``last.pt`` checkpoints, ``loss.csv``, ``summary.json``.
+    """Train (or resume) the U-Net and data ``cfg`` describes in ``out_dir``: ``last.pt`` checkpoints,
+    ``loss.csv``, ``summary.json``. See :func:`train_model` for the arguments."""
+    return train_model(build_model(cfg), build_dataset(cfg), cfg, out_dir, resume=resume, device=device,
+                       stop_after=stop_after, progress=progress)
+
+
+def train_model(model: nn.Module, dataset, cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
+                device: str = "cpu", stop_after: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train any network ``model(x_t, t, cond)`` on ``dataset`` (items with ``"A"``, ``"B"``, ``"GT"``)
+    with the optimiser, schedule and loss of ``cfg``; checkpoints store ``model.config`` when the
+    model has one (so ``load_model`` can rebuild it).
 
     ``stop_after`` ends the call after that many steps of this invocation (used to test resuming).
     Returns a summary with the losses of the steps run in this call.
@@ -176,8 +147,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, device
     if cfg.batch % world:
         raise ValueError(f"batch {cfg.batch} is not divisible by {world} processes")
     dev = torch.device(device)
-    torch.manual_seed(cfg.seed)
-    model = ReDiffuseUNet(in_channels=3 * cfg.channels, out_channels=cfg.channels, **cfg.model).to(dev)
+    model = model.to(dev)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start = 0
@@ -194,7 +164,6 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, device
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     schedule = get_schedule(cfg.schedule, cfg.T).to(dev)
-    dataset = build_dataset(cfg)
     amp = cfg.amp and dev.type == "cuda"
 
     log_path = out_dir / "loss.csv"
@@ -211,7 +180,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, device
         if rank == 0:
             save_checkpoint(ckpt_path, {
                 "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
-                "step": step, "config": _jsonable(asdict(cfg)), "model_config": _jsonable(model.config),
+                "step": step, "config": _jsonable(asdict(cfg)), "model_config": _jsonable(getattr(model, "config", {})),
                 "rng": torch.get_rng_state(),
             })
 

@@ -76,7 +76,7 @@ def test_colour_uses_the_chroma_rule_of_all_sources(tiny_model, monkeypatch):
     assert out.shape == a.shape and out.dtype == np.uint8
     # with a stand-in "model" that keeps the first luminance, the result is exactly Y_a joined with the
     # BRIEF §3 chroma rule over all three sources (computed in row strips: same numbers)
-    monkeypatch.setattr(tiny_model, "fuse_y", lambda ya, yb, *args, **kw: ya)
+    monkeypatch.setattr(tiny_model, "sample", lambda cond, *args, **kw: cond[:, :1])
     big = [np.tile(x, (8, 1, 1)) for x in (a, b, c)]  # 320 rows: more than one strip
     out = fuse(big, tiny_model, steps=1)
     ref = recombine(luminance(big[0]), big)
@@ -203,7 +203,7 @@ def test_fuse_errors(tiny_model):
         fuse([np.zeros((20, 30), np.uint8), np.zeros((30, 20), np.uint8)], tiny_model)
     with pytest.raises(TypeError, match="sequence"):
         fuse(img, tiny_model)
-    with pytest.raises(ValueError, match="steps must be between 1 and 50"):
+    with pytest.raises(ValueError, match="steps must be a whole number from 1 to 50"):
         fuse([img, img], tiny_model, steps=51)
     with pytest.raises(ValueError, match="unknown sampler"):
         fuse([img, img], tiny_model, sampler="nope")
@@ -230,6 +230,10 @@ def test_checkpoint_errors(tmp_path, monkeypatch):
     p = _checkpoint(tmp_path / "nan.pt", base=8, mults=(1,), groups=2)
     ck = torch.load(p, weights_only=True)
     next(v for v in ck["model"].values() if v.is_floating_point()).view(-1)[0] = float("nan")
+    torch.save(ck, p)
+    with pytest.raises(ValueError, match="damaged: its weights do not match the checksum"):
+        FusionModel(p)
+    del ck["sha256"]  # a checkpoint from before digests: the NaN check still refuses it
     torch.save(ck, p)
     with pytest.raises(ValueError, match="corrupt.*NaN"):
         FusionModel(p)
