@@ -10,38 +10,26 @@ fused by ``plain``, ``restore``, ``correct`` (see ``rediffuse.restore``) and ``r
 """
 from __future__ import annotations
 
-import os
+import _common  # first: thread pools and sys.path
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+import tempfile
+from pathlib import Path
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import torch  # noqa: E402
-
-from rediffuse.data import NYU_TEST_STEMS, generate_synthetic_folder  # noqa: E402
-from rediffuse.evaluate import markdown_table  # noqa: E402
-from rediffuse.fuse import FusionModel  # noqa: E402
-from rediffuse.paths import dataset_dir  # noqa: E402
-from rediffuse.restore import DEGRADATION_SETTINGS, degradation_rows, degradation_table  # noqa: E402
+from rediffuse.data import NYU_TEST_STEMS, generate_synthetic_folder
+from rediffuse.evaluate import markdown_table
+from rediffuse.fuse import FusionModel
+from rediffuse.paths import dataset_dir
+from rediffuse.restore import DEGRADATION_SETTINGS, degradation_rows, degradation_table
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    p = _common.parser(__doc__)
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--degradations", nargs="+", default=list(DEGRADATION_SETTINGS), choices=list(DEGRADATION_SETTINGS))
     p.add_argument("--synthetic", type=int, default=10)
     p.add_argument("--crop", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--json", default=None)
     a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
+    _common.setup(a)
     fm = FusionModel(a.checkpoint)
     settings = [DEGRADATION_SETTINGS[n] for n in a.degradations]
     sets = {}
@@ -59,8 +47,7 @@ def main(argv=None) -> int:
         out["tables"][label] = table
         flat = [{"degradation": d, "method": m, **v} for d, per in table.items() for m, v in per.items()]
         print(markdown_table(flat, title=label))
-    if a.json:
-        Path(a.json).write_text(json.dumps(out, indent=1))
+    _common.write_json(a.json, out)
     return 0
 
 

@@ -12,39 +12,26 @@ cheapest setting with ≤ 20 evaluations within 1 % of it on every metric.
 """
 from __future__ import annotations
 
-import os
+import _common  # first: thread pools and sys.path
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+import platform
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import torch  # noqa: E402
-
-from rediffuse.evaluate import markdown_table  # noqa: E402
-from rediffuse.fewstep import CURVE_METRICS, best_few_step, curve_settings, curve_table, quality_cost_curve  # noqa: E402
-from rediffuse.fuse import FusionModel  # noqa: E402
-from rediffuse.paths import dataset_dir  # noqa: E402
+from rediffuse.evaluate import markdown_table
+from rediffuse.fewstep import CURVE_METRICS, best_few_step, curve_settings, curve_table, quality_cost_curve
+from rediffuse.fuse import FusionModel
+from rediffuse.paths import dataset_dir
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    p = _common.parser(__doc__)
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--folder", default=None, help="default: Lytro under the shared data")
     p.add_argument("--stems", nargs="*", default=["lytro-01", "lytro-05", "lytro-09", "lytro-13", "lytro-17"])
     p.add_argument("--crop", type=int, default=176)
     p.add_argument("--steps", type=int, nargs="+", default=[250, 50, 20, 10, 5, 3])
     p.add_argument("--reference", nargs=2, default=["posterior_mean", "2000"])
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--json", default=None)
     a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
+    _common.setup(a)
     folder = a.folder or dataset_dir("Lytro")
     if folder is None:
         p.error("no Lytro folder: pass --folder DIR or set REDIFFUSE_SHARED")
@@ -59,11 +46,10 @@ def main(argv=None) -> int:
                          title=f"{fm.path.name}: means over {table[0]['pairs']} pairs, crop {a.crop}"))
     print("best setting with ≤ 20 evaluations within 1 % of the reference:",
           f"{best['sampler']} {best['steps']}" if best else "none")
-    if a.json:
-        Path(a.json).write_text(json.dumps({
-            "checkpoint": str(fm.path), "folder": str(folder), "crop": a.crop, "reference": list(ref),
-            "threads": a.threads, "cpu": platform.processor() or platform.machine(), "rows": rows,
-            "table": table, "best": best}, indent=1))
+    _common.write_json(a.json, {
+        "checkpoint": str(fm.path), "folder": str(folder), "crop": a.crop, "reference": list(ref),
+        "threads": a.threads, "cpu": platform.processor() or platform.machine(), "rows": rows,
+        "table": table, "best": best})
     return 0
 
 

@@ -8,7 +8,7 @@
    between tiled and untiled results (the issue asks ≥ 40 dB), each one's PSNR against the
    all-in-focus ground truth, and the wall time.
 2. ``large``: a colour pair of ``--size`` (default 4000×3000) written as PNG, then fused by the
-   ``rediffuse fuse`` command in a child process (``python -m rediffuse.fuse_cli``, default
+   ``rediffuse fuse`` command in a child process (``python -m rediffuse fuse``, default
    settings: auto tiles, the checkpoint's sampler); prints the child's wall time and its peak
    resident memory (``ru_maxrss`` from ``os.wait4``: stdlib only; it covers reading the inputs,
    loading the model, fusing and writing the output).
@@ -18,21 +18,17 @@ setting for small models on the project's 2-core machines).
 """
 from __future__ import annotations
 
+import _common  # first: thread pools and sys.path
+
 import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-from PIL import Image, ImageFilter  # noqa: E402
+import numpy as np
+from PIL import Image, ImageFilter
 
 
 def make_pair(height: int, width: int, seed: int = 0, sigma: float = 4.0):
@@ -91,13 +87,13 @@ def part_large(ckpt: str | None, size: str, steps: int | None, threads: int) -> 
         Image.fromarray(a).save(d / "a.png", compress_level=1)
         Image.fromarray(b).save(d / "b.png", compress_level=1)
         del a, b
-        cmd = [sys.executable, "-m", "rediffuse.fuse_cli", str(d / "a.png"), str(d / "b.png"),
+        cmd = [sys.executable, "-m", "rediffuse", "fuse", str(d / "a.png"), str(d / "b.png"),
                "-o", str(d / "fused.png"), "--device", "cpu", "--threads", str(threads), "-q",
                "--checkpoint", str(ckpt or DEFAULT_CHECKPOINT)]
         if steps:
             cmd += ["--steps", str(steps)]
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd)
+        proc = subprocess.Popen(cmd, env=_common.child_env())
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -113,28 +109,21 @@ def part_large(ckpt: str | None, size: str, steps: int | None, threads: int) -> 
                 checkpoint=str(ckpt or DEFAULT_CHECKPOINT), threads=threads)
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    p = _common.parser(__doc__)
     p.add_argument("--checkpoint", default=None, help="default: rediffuse.fuse.DEFAULT_CHECKPOINT")
     p.add_argument("--part", choices=["tiles", "large", "all"], default="all")
     p.add_argument("--tiles", nargs="+", default=["auto", "512"], help="tile settings compared with untiled")
     p.add_argument("--size", default="4000x3000", help="WIDTHxHEIGHT of the large pair")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the checkpoint's)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--json", default=None, help="also write the results here")
-    args = p.parse_args()
-
-    import torch
-
-    torch.set_num_threads(args.threads)
+    args = p.parse_args(argv)
+    _common.setup(args)
     results = {}
     if args.part in ("tiles", "all"):
         results["tiles"] = part_tiles(args.checkpoint, args.tiles, args.steps)
     if args.part in ("large", "all"):
         results["large"] = part_large(args.checkpoint, args.size, args.steps, args.threads)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+    _common.write_json(args.json, results)
     return 0 if results.get("large", {}).get("ok", True) else 1
 
 

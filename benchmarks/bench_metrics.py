@@ -1,6 +1,6 @@
 """Time the fusion metrics on one 520x520 triple, single-threaded.
 
-    python benchmarks/bench_metrics.py [--repeat N]
+    python benchmarks/bench_metrics.py [--repeat N] [--threads 1] [--json OUT.json]
 
 Uses Lytro pair 01 and the published GFF fusion when ../shared is present, otherwise a synthetic
 pair built from scikit-image's astronaut. Prints a markdown table of the median wall-clock and
@@ -11,23 +11,15 @@ scoring several fused images of the same pair).
 """
 from __future__ import annotations
 
-import os
+import _common  # first: thread pools and sys.path
 
-# one thread everywhere, before numpy / torch load their thread pools
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_var] = "1"
+import statistics
+import time
 
-import argparse  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
+import numpy as np
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from rediffuse import metrics as M  # noqa: E402
-from rediffuse.paths import dataset_dir, reference_dir  # noqa: E402
-
-torch.set_num_threads(1)
+from rediffuse import metrics as M
+from rediffuse.paths import dataset_dir, reference_dir
 
 
 def load_triple():
@@ -67,13 +59,15 @@ def timed(fn, repeat: int, clear: bool = True) -> tuple[float, float]:
     return statistics.median(wall), statistics.median(cpu)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    ap = _common.parser(__doc__)
     ap.add_argument("--repeat", type=int, default=5, help="timed calls per row (median reported)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    _common.setup(args)
 
     label, a, b, f = load_triple()
-    print(f"triple: {label}, shape {a.shape}, 1 thread, median of {args.repeat} calls\n")
+    print(f"triple: {label}, shape {a.shape}, {args.threads} thread(s), median of {args.repeat} calls\n")
+    results = {"triple": label, "shape": list(a.shape), "threads": args.threads, "repeat": args.repeat, "rows": []}
 
     M._pc_bank.cache_clear()
     t0, c0 = time.perf_counter(), time.process_time()
@@ -103,6 +97,7 @@ def main() -> None:
             v = fn()
         vs = f"{v:.6f}" if v is not None else "—"
         print(f"| {name} | {vs} | {w:.3f} | {c:.3f} |")
+        results["rows"].append({"metric": name, "value": v, "wall_s": w, "cpu_s": c})
 
     # sources memoised, fused image new each call: the leaderboard situation
     M.clear_cache()
@@ -112,7 +107,11 @@ def main() -> None:
     w, c = timed(lambda: M.evaluate(a, b, next(it)), args.repeat, clear=False)
     print(f"| evaluate, sources' PC memoised | — | {w:.3f} | {c:.3f} |")
     print(f"| evaluate, very first call (builds the filter bank) | — | {first_call[0]:.3f} | {first_call[1]:.3f} |")
+    results["rows"] += [{"metric": "evaluate, sources' PC memoised", "wall_s": w, "cpu_s": c},
+                        {"metric": "evaluate, very first call", "wall_s": first_call[0], "cpu_s": first_call[1]}]
+    _common.write_json(args.json, results)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,7 +1,7 @@
 """Training and sampling speed of the Rot-E U-Net against its plain twin, side by side in one run.
 
     python benchmarks/bench_unet.py                  # small config (CPU), both models
-    python benchmarks/bench_unet.py --paper --device cuda
+    python benchmarks/bench_unet.py --paper --device cuda --json OUT.json
 
 Prints a markdown table: training steps/s (same data, batch, crop, equal total channels) and seconds
 per 520×520 pair for 20-step and 2000-step sampling. The 2000-step time is measured on
@@ -10,7 +10,8 @@ per 520×520 pair for 20-step and 2000-step sampling. The 2000-step time is meas
 """
 from __future__ import annotations
 
-import argparse
+import _common  # first: thread pools and sys.path
+
 import time
 
 import torch
@@ -60,19 +61,18 @@ def sample_seconds(model, size, steps, device):
     return time.perf_counter() - t0
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> int:
+    ap = _common.parser(__doc__)
     ap.add_argument("--paper", action="store_true", help="paper configuration (base 64, ×[1,2,4,8], 16 groups)")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--crop", type=int, default=64)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--train-steps", type=int, default=20)
     ap.add_argument("--size", type=int, default=520)
     ap.add_argument("--measure-steps", type=int, default=40, help="steps timed to estimate the 2000-step cost")
     ap.add_argument("--full-2000", action="store_true", help="really run all 2000 sampling steps")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    args = ap.parse_args(argv)
+    args.device = _common.setup(args)
     cfg = dict(base=64, mults=(1, 2, 4, 8), groups=16) if args.paper else dict(base=16, mults=(1, 2, 4), groups=4)
     rows = []
     for conv in ("bconv", "plain"):
@@ -92,7 +92,12 @@ def main():
     for conv, n, sps, s20, s2000, how in rows:
         print(f"| {conv} | {n:,d} | {sps:.2f} | {s20:.1f} | {s2000:.0f} | {how} |")
     print(f"\nRot-E / plain training speed ratio: {rows[0][2] / rows[1][2]:.2f}")
+    _common.write_json(args.json, {
+        "config": cfg, "device": args.device, "threads": args.threads, "crop": args.crop, "batch": args.batch,
+        "rows": [dict(model=conv, parameters=n, train_steps_per_s=sps, s_per_pair_20=s20, s_per_pair_2000=s2000,
+                      timing_2000=how) for conv, n, sps, s20, s2000, how in rows]})
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

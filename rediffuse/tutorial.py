@@ -18,29 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from .paths import REPO_ROOT
+from .runtime import resolve_device
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 DEFAULT_OUTPUT = REPO_ROOT / "outputs" / "tutorial"
 
-__all__ = ["list_notebooks", "run_notebook", "run_tutorial", "write_results", "resolve_device"]
+__all__ = ["list_notebooks", "run_notebook", "run_tutorial", "write_results"]
 
 
 def list_notebooks(directory: Path | str = NOTEBOOK_DIR) -> list[Path]:
     """Tutorial notebooks in order (``NN_name.ipynb``)."""
     return sorted(p for p in Path(directory).glob("[0-9][0-9]_*.ipynb"))
-
-
-def resolve_device(device: str = "auto") -> str:
-    """``"auto"`` → ``"cuda"`` when available, else ``"cpu"``; a CUDA request without CUDA is an error."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("CUDA was requested but this PyTorch build sees no GPU; use --device cpu")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise ValueError(f"unknown device {device!r}; use auto, cpu or cuda")
-    return device
 
 
 def _finite(obj: Any) -> Any:

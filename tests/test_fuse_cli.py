@@ -1,12 +1,11 @@
 """``rediffuse fuse``: success paths and one test per error case (message and exit code).
 
 The command runs through ``rediffuse.cli.main`` (its error handling: one line, exit 1, traceback only
-with ``--debug``). Until ``cli.py`` registers the sub-command itself, ``run`` adds it to the parser
-that ``cli.build_parser`` returns; afterwards the patch is a no-op.
+with ``--debug``).
 """
 import argparse
+import os
 import re
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -15,9 +14,8 @@ from PIL import Image
 
 import rediffuse.fuse as F
 from rediffuse import cli
+from rediffuse.cli import fuse as fuse_command
 from rediffuse.fuse import fuse
-from rediffuse.fuse_cli import add_fuse_parser
-from rediffuse.fuse_cli import main as standalone_main
 from rediffuse.paths import dataset_dir
 from rediffuse.train import save_checkpoint
 from rediffuse.unet import ReDiffuseUNet
@@ -26,17 +24,7 @@ torch.set_num_threads(1)
 
 
 def run(argv, capsys):
-    build = cli.build_parser
-
-    def patched():
-        p = build()
-        sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
-        if "fuse" not in sub.choices:
-            add_fuse_parser(sub)
-        return p
-
-    with mock.patch.object(cli, "build_parser", patched):
-        code = cli.main([str(a) for a in argv])
+    code = cli.main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -153,7 +141,7 @@ def test_mixed_grey_and_colour_converts_with_a_notice(ckpt, imgs, tmp_path, caps
 
 def test_help_documents_every_option_with_examples(capsys):
     parser = argparse.ArgumentParser(prog="rediffuse")
-    add_fuse_parser(parser.add_subparsers(dest="command"))
+    fuse_command.add_parser(parser.add_subparsers(dest="command"))
     with pytest.raises(SystemExit) as e:
         parser.parse_args(["fuse", "--help"])
     assert e.value.code == 0
@@ -166,21 +154,20 @@ def test_help_documents_every_option_with_examples(capsys):
                     "--tile 0", "--sampler ddim", "--threads 1 -q", "rediffuse --debug fuse"]:
         assert example in text, example
     assert "exit status" in text
-    from rediffuse import fuse_cli
     from rediffuse.diffusion import SAMPLERS
     from rediffuse.paths import REPO_ROOT
 
-    assert set(fuse_cli.SAMPLER_NAMES) == set(SAMPLERS)
-    assert REPO_ROOT / fuse_cli.DEFAULT_CHECKPOINT_NAME == F.DEFAULT_CHECKPOINT
-    assert fuse_cli.DEFAULT_CHECKPOINT_NAME in " ".join(text.split())
+    assert set(fuse_command.SAMPLER_NAMES) == set(SAMPLERS)
+    assert REPO_ROOT / fuse_command.DEFAULT_CHECKPOINT_NAME == F.DEFAULT_CHECKPOINT
+    assert fuse_command.DEFAULT_CHECKPOINT_NAME in " ".join(text.split())
 
 
 def test_building_the_parser_is_cheap():
     import subprocess
     import sys
 
-    code = ("import argparse, sys; from rediffuse.fuse_cli import add_fuse_parser; "
-            "add_fuse_parser(argparse.ArgumentParser().add_subparsers()); print('torch' in sys.modules)")
+    code = ("import argparse, sys; from rediffuse.cli.fuse import add_parser; "
+            "add_parser(argparse.ArgumentParser().add_subparsers()); print('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
 
@@ -311,7 +298,7 @@ def test_interrupt_leaves_no_output(ckpt, imgs, tmp_path, capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(F.FusionModel, "fuse_y", interrupted)
+    monkeypatch.setattr(F.FusionModel, "sample", interrupted)
     rc, _, err = run(fuse_args(ckpt, imgs["g1"], imgs["g2"], out=tmp_path / "o.png"), capsys)
     assert rc == 130 and "interrupted" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
@@ -322,12 +309,19 @@ def test_debug_shows_the_traceback(ckpt, imgs, tmp_path, capsys):
         run(["--debug", *fuse_args(ckpt, imgs["g1"], out=tmp_path / "o.png")], capsys)
 
 
-def test_standalone_entry_point(ckpt, imgs, tmp_path, capsys):
-    assert standalone_main([str(imgs["g1"]), "-o", str(tmp_path / "o.png"), "--checkpoint", str(ckpt)]) == 1
-    assert "rediffuse fuse: error: need at least two images" in capsys.readouterr().err
-    args = [str(imgs["g1"]), str(imgs["g2"]), "-o", str(tmp_path / "o.png"), "--checkpoint", str(ckpt),
-            "--steps", "1", "-q", "--device", "cpu"]
-    assert standalone_main(args) == 0 and (tmp_path / "o.png").is_file()
+def test_python_dash_m_entry_point(ckpt, imgs, tmp_path):
+    import subprocess
+    import sys
+
+    def dash_m(*args):
+        return subprocess.run([sys.executable, "-m", "rediffuse", "fuse", *map(str, args)], capture_output=True,
+                              text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+    r = dash_m(imgs["g1"], "-o", tmp_path / "o.png", "--checkpoint", ckpt)
+    assert r.returncode == 1 and "rediffuse fuse: error: need at least two images" in r.stderr
+    r = dash_m(imgs["g1"], imgs["g2"], "-o", tmp_path / "o.png", "--checkpoint", ckpt, "--steps", "1", "-q",
+               "--device", "cpu", "--threads", "1")
+    assert r.returncode == 0 and r.stderr == "" and (tmp_path / "o.png").is_file()
 
 
 @pytest.mark.shared

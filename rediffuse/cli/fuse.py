@@ -1,9 +1,8 @@
 """``rediffuse fuse``: fuse a focus stack of image files into one all-in-focus image.
 
-Registered in ``rediffuse.cli`` with ``add_fuse_parser(sub)``; ``rediffuse.cli.main`` turns the
-one-line exceptions raised here (``ValueError``, ``RuntimeError``, ``FileNotFoundError``, ``OSError``)
-into ``rediffuse fuse: error: <message>`` and exit code 1 (full traceback with ``rediffuse --debug``).
-``python -m rediffuse.fuse_cli IMG1 IMG2 -o OUT`` runs the command on its own, with the same handling.
+``add_parser(sub)`` registers the command; ``rediffuse.cli.main`` runs it and turns the one-line
+exceptions raised here (``ValueError``, ``RuntimeError``, ``FileNotFoundError``, ``OSError``) into
+``rediffuse fuse: error: <message>`` and exit code 1 (full traceback with ``rediffuse --debug``).
 """
 from __future__ import annotations
 
@@ -14,7 +13,9 @@ import time
 import warnings
 from pathlib import Path
 
-__all__ = ["add_fuse_parser", "run_fuse", "check_output_path", "main"]
+from .common import nonneg_int, pos_int, runtime_parent, setup_runtime
+
+__all__ = ["add_parser", "run", "check_output_path", "SAMPLER_NAMES", "DEFAULT_CHECKPOINT_NAME"]
 
 _PROG = "rediffuse fuse"
 
@@ -64,30 +65,14 @@ def _tile_arg(value: str) -> int | str:
     return n
 
 
-def _nonneg_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"expected a number ≥ 0, got {n}")
-    return n
-
-
-def _pos_int(value: str) -> int:
-    n = _nonneg_int(value)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a number ≥ 1, got {n}")
-    return n
-
-
-def add_fuse_parser(subparsers) -> argparse.ArgumentParser:
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``fuse`` sub-command to an ``add_subparsers()`` object; returns its parser.
 
     Cheap: nothing heavy (torch, numpy) is imported until the command runs."""
     p = subparsers.add_parser(
         "fuse", help="fuse a focus stack (2 or more images) into one all-in-focus image",
-        formatter_class=argparse.RawDescriptionHelpFormatter, description=DESCRIPTION, epilog=EPILOG)
+        formatter_class=argparse.RawDescriptionHelpFormatter, description=DESCRIPTION, epilog=EPILOG,
+        parents=[runtime_parent()])
     p.add_argument("images", nargs="+", metavar="IMAGE",
                    help="input images (at least two, same size; grey or colour, 8 or 16 bit)")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
@@ -96,30 +81,24 @@ def add_fuse_parser(subparsers) -> argparse.ArgumentParser:
                    help=f"trained model checkpoint (default: {DEFAULT_CHECKPOINT_NAME} in the repository; "
                         "e.g. a run's last.pt from `rediffuse train`), or a shipped model by name: weights "
                         "(the default), weights-plain, paper (the paper's noise-prediction model)")
-    p.add_argument("--steps", type=_pos_int, metavar="K", default=None,
+    p.add_argument("--steps", type=pos_int, metavar="K", default=None,
                    help="sampling steps (default: the checkpoint's: 3 for image/weight-map models, "
                         "all T for noise-prediction models); example: --steps 5")
     p.add_argument("--sampler", metavar="NAME", default=None,
                    help=f"sampler: {', '.join(SAMPLER_NAMES)} (default: x0_regression for image/weight-map "
                         "models, posterior_mean for noise-prediction models); example: --sampler ddim")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                   help="where to run: auto = a GPU when PyTorch sees one, else the CPU; cuda without a "
-                        "GPU is an error (default: %(default)s)")
     p.add_argument("--tile", type=_tile_arg, metavar="N", default="auto",
                    help="largest tile side in pixels for bounded memory: 'auto' (about 0.75 GB of "
                         "activations per tile, 768 px for the default model), 0 = whole image; "
                         "example: --tile 512 (default: %(default)s)")
-    p.add_argument("--overlap", type=_nonneg_int, metavar="N", default=None,
+    p.add_argument("--overlap", type=nonneg_int, metavar="N", default=None,
                    help="overlap of neighbouring tiles in pixels, less than half a tile "
                         "(default: a quarter of the tile); example: --overlap 128")
     p.add_argument("--seed", type=int, metavar="S", default=0,
                    help="seed of the initial noise; the same seed gives the same result (default: %(default)s)")
-    p.add_argument("--threads", type=_nonneg_int, metavar="N", default=0,
-                   help="PyTorch CPU threads, 0 = PyTorch's default; small models often run fastest "
-                        "with 1 (default: %(default)s)")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bar and no summary lines (warnings and errors are still printed)")
-    p.set_defaults(func=run_fuse)
+    p.set_defaults(func=run)
     return p
 
 
@@ -159,7 +138,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"{_PROG}: warning: {message}", file=sys.stderr)
 
 
-def run_fuse(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """The ``fuse`` command: read, check, fuse, write. Raises one-line exceptions on errors."""
     with warnings.catch_warnings():
         warnings.simplefilter("always")
@@ -175,15 +154,10 @@ def _run(args: argparse.Namespace) -> int:
                          "e.g. rediffuse fuse near.jpg far.jpg -o fused.png")
     out_path = check_output_path(args.output)
 
-    import torch
+    from ..fuse import FusionModel, check_stack, fuse, load_stack_image
+    from ..imageio import write_image
 
-    from .fuse import FusionModel, check_stack, fuse, load_stack_image
-    from .imageio import write_image
-    from .tutorial import resolve_device
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    device = setup_runtime(args)
 
     arrays = [load_stack_image(p) for p in images]
     check_stack(arrays, images)
@@ -201,21 +175,3 @@ def _run(args: argparse.Namespace) -> int:
     write_image(out_path, result)
     _say(f"wrote {out_path} ({w}×{h}, {time.perf_counter() - t_start:.1f} s)", args.quiet)
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m rediffuse.fuse_cli``) with ``rediffuse.cli``'s error handling."""
-    parser = argparse.ArgumentParser(prog="rediffuse")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    add_fuse_parser(sub)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    debug = ["--debug"] if "--debug" in argv else []
-    args = parser.parse_args([*debug, "fuse", *(a for a in argv if a != "--debug")])
-    from .cli import run_command
-
-    return run_command(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,83 @@
+"""What every ``rediffuse`` command shares: the ``--device``/``--threads`` options, argument types,
+and the error handling that turns exceptions into one line on stderr and an exit code.
+
+Imports only ``rediffuse.runtime`` (which defers torch), so building the parsers stays cheap.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import runtime
+
+__all__ = [
+    "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_INTERRUPTED", "DEVICE_CHOICES",
+    "device_parent", "runtime_parent", "setup_runtime", "nonneg_int", "pos_int", "run_command",
+]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1  # the command ran and failed: one line on stderr
+EXIT_USAGE = 2  # argparse's own code for a bad command line
+EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+DEVICE_HELP = ("where to run: auto = a GPU when PyTorch sees one, else the CPU; cuda without a GPU is an "
+               "error (default: %(default)s)")
+THREADS_HELP = ("PyTorch CPU threads, 0 = PyTorch's default; small models often run fastest with 1 "
+                "(default: %(default)s)")
+
+# Exceptions the library raises with a one-line, user-facing message.
+EXPECTED_ERRORS = (ValueError, RuntimeError, FileNotFoundError, OSError)
+
+
+def nonneg_int(value: str) -> int:
+    """argparse type: a whole number ≥ 0."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a number ≥ 0, got {n}")
+    return n
+
+
+def pos_int(value: str) -> int:
+    """argparse type: a whole number ≥ 1."""
+    n = nonneg_int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a number ≥ 1, got {n}")
+    return n
+
+
+def device_parent() -> argparse.ArgumentParser:
+    """Parent parser with ``--device`` only (for commands that start no torch work of their own)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help=DEVICE_HELP)
+    return p
+
+
+def runtime_parent() -> argparse.ArgumentParser:
+    """Parent parser with ``--device`` and ``--threads``; apply them with :func:`setup_runtime`."""
+    p = argparse.ArgumentParser(add_help=False, parents=[device_parent()])
+    p.add_argument("--threads", type=nonneg_int, metavar="N", default=0, help=THREADS_HELP)
+    return p
+
+
+def setup_runtime(args: argparse.Namespace) -> str:
+    """Apply ``args.threads`` (when the command has it) and return the resolved device string."""
+    return runtime.setup(args.device, getattr(args, "threads", 0))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run ``args.func``: one-line errors and exit code 1 (full traceback with ``--debug``)."""
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("rediffuse: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except EXPECTED_ERRORS as e:
+        if getattr(args, "debug", False):
+            raise
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"rediffuse {args.command}: error: {msg}", file=sys.stderr)
+        return EXIT_FAILURE
