@@ -7,9 +7,16 @@
   by its own length only, so it commutes with ``rot90`` at any size (odd, even, mixed). That removes
   the need to pad the input to a "valid" size.
 
-Each block takes a ``conv`` kind: ``"bconv"``, ``"fconv"``, ``"gconv"`` (equivariant, ``m``
-orientations) or ``"plain"`` (ordinary convolutions over the same total channel count: the
-non-equivariant twin).
+Every block is made by a *convolution family* (escnn passes field types; here one object carries
+the group order and basis and makes every layer of a network consistently):
+
+- ``RotE(m, basis)``: Rot-E layers with ``basis`` ``"bconv"``, ``"fconv"`` or ``"gconv"`` — lift,
+  group conv, 1×1, projection, whole-field GroupNorm, one time bias per field, whole-field dropout;
+- ``Plain(m)``: ``nn.Conv2d``/``nn.GroupNorm`` over the same total channel counts (``fields·m``): the
+  non-equivariant twin.
+
+``conv_family("bconv", m=4)`` turns the kind strings of configurations into a family. Widths are
+counted in *fields* throughout; a family knows how many channels a field has.
 """
 from __future__ import annotations
 
@@ -22,15 +29,10 @@ import torch.nn.functional as F
 from .bconv import GroupConv1x1, GroupConv2d, LiftConv2d, ProjectConv2d
 from .groups import FieldType
 
-__all__ = ["CONV_KINDS", "FieldGroupNorm", "FieldTimeBias", "FieldAttention", "resize", "Resample", "conv3x3",
-           "conv1x1", "lift_conv", "project_conv", "norm", "sinusoidal_embedding"]
+__all__ = ["CONV_KINDS", "ConvFamily", "RotE", "Plain", "conv_family", "FieldGroupNorm", "FieldTimeBias",
+           "FieldAttention", "resize", "Resample", "sinusoidal_embedding"]
 
 CONV_KINDS = ("bconv", "fconv", "gconv", "plain")
-
-
-def _check_kind(kind: str) -> None:
-    if kind not in CONV_KINDS:
-        raise ValueError(f"unknown conv kind {kind!r}; choose one of {CONV_KINDS}")
 
 
 class FieldGroupNorm(nn.Module):
@@ -69,6 +71,115 @@ class FieldTimeBias(nn.Module):
         return self.proj(emb).repeat_interleave(self.m, dim=1)[:, :, None, None]
 
 
+class ConvFamily:
+    """Makes every layer of a network from widths in fields (``m`` channels each).
+
+    Subclasses: :class:`RotE` (exactly equivariant) and :class:`Plain` (the twin of equal width).
+    """
+
+    m: int
+    equivariant: bool
+    kind: str  # the configuration string: "bconv", "fconv", "gconv" or "plain"
+
+    def lift(self, in_channels: int, out_fields: int, kernel_size: int = 3) -> nn.Module:
+        """Image ``[B, in_channels, H, W]`` → fields ``[B, out_fields·m, H, W]``."""
+        raise NotImplementedError
+
+    def conv(self, in_fields: int, out_fields: int, kernel_size: int = 3) -> nn.Module:
+        """Fields → fields, zero padding, same size."""
+        raise NotImplementedError
+
+    def conv1x1(self, in_fields: int, out_fields: int) -> nn.Module:
+        raise NotImplementedError
+
+    def project(self, in_fields: int, out_channels: int, kernel_size: int = 3) -> nn.Module:
+        """Fields → an image ``[B, out_channels, H, W]`` (invariant channels)."""
+        raise NotImplementedError
+
+    def norm(self, fields: int, groups: int) -> nn.Module:
+        raise NotImplementedError
+
+    def time_bias(self, emb_dim: int, fields: int, per_channel: bool = False) -> nn.Module:
+        """Time embedding ``[B, D]`` → a bias ``[B, fields·m, 1, 1]``; ``per_channel`` gives every channel
+        its own value (as the official code; on a Rot-E family that breaks equivariance)."""
+        if per_channel or not self.equivariant:
+            return FieldTimeBias(emb_dim, fields * self.m, 1)
+        return FieldTimeBias(emb_dim, fields, self.m)
+
+    @property
+    def dropout_group(self) -> int:
+        """Channels dropped together: a whole field for a Rot-E family, one channel for the twin."""
+        return self.m if self.equivariant else 1
+
+    def field_type(self, fields: int) -> FieldType:
+        return FieldType("regular" if self.equivariant else "trivial", self.m, fields * self.m)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.kind!r}, m={self.m})"
+
+
+class RotE(ConvFamily):
+    """Rot-E layers (B-Conv, F-Conv or G-Conv filters) on the regular representation of C_m."""
+
+    equivariant = True
+
+    def __init__(self, m: int = 4, basis: str = "bconv"):
+        if basis not in ("bconv", "fconv", "gconv"):
+            raise ValueError(f"unknown basis {basis!r}; choose 'bconv', 'fconv' or 'gconv'")
+        self.m, self.basis, self.kind = int(m), basis, basis
+
+    def lift(self, in_channels: int, out_fields: int, kernel_size: int = 3) -> nn.Module:
+        return LiftConv2d(in_channels, out_fields, kernel_size, m=self.m, basis=self.basis)
+
+    def conv(self, in_fields: int, out_fields: int, kernel_size: int = 3) -> nn.Module:
+        return GroupConv2d(in_fields, out_fields, kernel_size, m=self.m, basis=self.basis)
+
+    def conv1x1(self, in_fields: int, out_fields: int) -> nn.Module:
+        return GroupConv1x1(in_fields, out_fields, m=self.m)
+
+    def project(self, in_fields: int, out_channels: int, kernel_size: int = 3) -> nn.Module:
+        return ProjectConv2d(in_fields, out_channels, kernel_size, m=self.m, basis=self.basis)
+
+    def norm(self, fields: int, groups: int) -> nn.Module:
+        return FieldGroupNorm(groups, fields, self.m)
+
+
+class Plain(ConvFamily):
+    """Ordinary convolutions over ``fields·m`` channels: the non-equivariant twin of equal width."""
+
+    equivariant = False
+    kind = "plain"
+
+    def __init__(self, m: int = 4):
+        self.m = int(m)
+
+    def lift(self, in_channels: int, out_fields: int, kernel_size: int = 3) -> nn.Module:
+        return nn.Conv2d(in_channels, out_fields * self.m, kernel_size, padding=kernel_size // 2)
+
+    def conv(self, in_fields: int, out_fields: int, kernel_size: int = 3) -> nn.Module:
+        return nn.Conv2d(in_fields * self.m, out_fields * self.m, kernel_size, padding=kernel_size // 2)
+
+    def conv1x1(self, in_fields: int, out_fields: int) -> nn.Module:
+        return nn.Conv2d(in_fields * self.m, out_fields * self.m, 1)
+
+    def project(self, in_fields: int, out_channels: int, kernel_size: int = 3) -> nn.Module:
+        return nn.Conv2d(in_fields * self.m, out_channels, kernel_size, padding=kernel_size // 2)
+
+    def norm(self, fields: int, groups: int) -> nn.Module:
+        return nn.GroupNorm(groups, fields * self.m)
+
+
+def conv_family(kind: "str | ConvFamily", m: int = 4) -> ConvFamily:
+    """The family a configuration string names (``CONV_KINDS``); a family is returned as it is."""
+    if isinstance(kind, ConvFamily):
+        return kind
+    if kind == "plain":
+        return Plain(m)
+    if kind in CONV_KINDS:
+        return RotE(m, kind)
+    raise ValueError(f"unknown conv kind {kind!r}; choose one of {CONV_KINDS}")
+
+
 class FieldAttention(nn.Module):
     """Global self-attention over all positions of ``[B, C*m, H, W]``, exactly equivariant.
 
@@ -80,14 +191,14 @@ class FieldAttention(nn.Module):
     blurred regions need it). Residual: ``x + out(attn(norm(x)))``.
     """
 
-    def __init__(self, fields: int, kind: str, m: int, groups: int, heads: int = 4):
+    def __init__(self, fields: int, family: ConvFamily, groups: int, heads: int = 4):
         super().__init__()
         if fields % heads:
             raise ValueError(f"{heads} attention heads do not divide {fields} fields")
-        self.heads, self.fields, self.m = heads, fields, m
-        self.norm = norm(fields, kind, m, groups)
-        self.qkv = conv1x1(fields, 3 * fields, kind, m)
-        self.out = conv1x1(fields, fields, kind, m)
+        self.heads, self.fields = heads, fields
+        self.norm = family.norm(fields, groups)
+        self.qkv = family.conv1x1(fields, 3 * fields)
+        self.out = family.conv1x1(fields, fields)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
@@ -117,12 +228,12 @@ class Resample(nn.Module):
     even grids (BRIEF §2). The conv also changes the width: ``in_fields → out_fields``.
     """
 
-    def __init__(self, in_fields: int, out_fields: int, kind: str, m: int, direction: str):
+    def __init__(self, in_fields: int, out_fields: int, family: ConvFamily, direction: str):
         super().__init__()
         if direction not in ("down", "up", "none"):
             raise ValueError("direction must be 'down', 'up' or 'none'")
         self.direction = direction
-        self.conv = conv3x3(in_fields, out_fields, kind, m)
+        self.conv = family.conv(in_fields, out_fields)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         if self.direction == "down":
@@ -132,43 +243,6 @@ class Resample(nn.Module):
                 raise ValueError("upsampling needs the target size (the matching encoder level's)")
             x = resize(x, tuple(size))
         return self.conv(x)
-
-
-def conv3x3(in_fields: int, out_fields: int, kind: str, m: int, inP: int | None = None) -> nn.Module:
-    """Fields → fields 3×3 conv; ``plain`` uses ``nn.Conv2d`` over ``fields*m`` channels."""
-    _check_kind(kind)
-    if kind == "plain":
-        return nn.Conv2d(in_fields * m, out_fields * m, 3, padding=1)
-    return GroupConv2d(in_fields, out_fields, 3, m=m, basis=kind, inP=inP)
-
-
-def conv1x1(in_fields: int, out_fields: int, kind: str, m: int) -> nn.Module:
-    _check_kind(kind)
-    if kind == "plain":
-        return nn.Conv2d(in_fields * m, out_fields * m, 1)
-    return GroupConv1x1(in_fields, out_fields, m=m)
-
-
-def lift_conv(in_channels: int, out_fields: int, kind: str, m: int, kernel_size: int = 3) -> nn.Module:
-    _check_kind(kind)
-    if kind == "plain":
-        return nn.Conv2d(in_channels, out_fields * m, kernel_size, padding=kernel_size // 2)
-    return LiftConv2d(in_channels, out_fields, kernel_size, m=m, basis=kind)
-
-
-def project_conv(in_fields: int, out_channels: int, kind: str, m: int, kernel_size: int = 3) -> nn.Module:
-    _check_kind(kind)
-    if kind == "plain":
-        return nn.Conv2d(in_fields * m, out_channels, kernel_size, padding=kernel_size // 2)
-    return ProjectConv2d(in_fields, out_channels, kernel_size, m=m, basis=kind)
-
-
-def norm(fields: int, kind: str, m: int, groups: int) -> nn.Module:
-    """GroupNorm with whole-field groups (equivariant) or plain GroupNorm (plain twin)."""
-    _check_kind(kind)
-    if kind == "plain":
-        return nn.GroupNorm(groups, fields * m)
-    return FieldGroupNorm(groups, fields, m)
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:

@@ -26,8 +26,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .layers import (CONV_KINDS, FieldAttention, FieldTimeBias, Resample, conv1x1, conv3x3, lift_conv, norm,
-                     project_conv, sinusoidal_embedding)
+from .layers import ConvFamily, FieldAttention, Resample, conv_family, sinusoidal_embedding
 
 __all__ = ["ReDiffuseUNet", "ResBlock", "count_parameters"]
 
@@ -43,28 +42,27 @@ class ResBlock(nn.Module):
     zeroes whole fields (all orientations together), which keeps the block equivariant.
     """
 
-    def __init__(self, in_fields: int, out_fields: int, emb_dim: int, kind: str, m: int, groups: int,
+    def __init__(self, in_fields: int, out_fields: int, emb_dim: int, family: ConvFamily, groups: int,
                  dropout: float = 0.1, time_bias: str = "field"):
         super().__init__()
-        self.kind, self.m = kind, m
-        self.norm1 = norm(in_fields, kind, m, groups)
-        self.conv1 = conv3x3(in_fields, out_fields, kind, m)
-        # the plain twin has no fields to share a bias over: one value per channel. A per-channel bias
-        # on a Rot-E layer (time_bias="channel", as the official code) gives the orientations of a field
-        # different offsets and breaks equivariance; it is here to reproduce the paper's parameter count.
-        per_field = kind != "plain" and time_bias == "field"
-        self.time = FieldTimeBias(emb_dim, out_fields, m) if per_field else FieldTimeBias(emb_dim, out_fields * m, 1)
-        self.norm2 = norm(out_fields, kind, m, groups)
+        self.group = family.dropout_group
+        self.norm1 = family.norm(in_fields, groups)
+        self.conv1 = family.conv(in_fields, out_fields)
+        # a per-channel bias on a Rot-E layer (time_bias="channel", as the official code) gives the
+        # orientations of a field different offsets and breaks equivariance; it is here to reproduce
+        # the paper's parameter count
+        self.time = family.time_bias(emb_dim, out_fields, per_channel=time_bias == "channel")
+        self.norm2 = family.norm(out_fields, groups)
         self.dropout = dropout
-        self.conv2 = conv3x3(out_fields, out_fields, kind, m)
-        self.skip = conv1x1(in_fields, out_fields, kind, m) if in_fields != out_fields else nn.Identity()
+        self.conv2 = family.conv(out_fields, out_fields)
+        self.skip = family.conv1x1(in_fields, out_fields) if in_fields != out_fields else nn.Identity()
         self.act = nn.SiLU()
 
     def _field_dropout(self, h: torch.Tensor) -> torch.Tensor:
         if not self.training or self.dropout == 0:
             return h
         B, C, H, W = h.shape
-        group = self.m if self.kind != "plain" else 1
+        group = self.group
         keep = torch.rand(B, C // group, 1, 1, device=h.device, dtype=h.dtype) >= self.dropout
         keep = keep.repeat_interleave(group, dim=1)
         return h * keep / (1 - self.dropout)
@@ -108,8 +106,7 @@ class ReDiffuseUNet(nn.Module):
                  downsample_last: bool = False, layout: str = "unet", time_bias: str = "field",
                  attention: int = 0):
         super().__init__()
-        if conv not in CONV_KINDS:
-            raise ValueError(f"unknown conv kind {conv!r}; choose one of {CONV_KINDS}")
+        family = conv_family(conv, m)
         if base % m:
             raise ValueError(f"base width {base} must be a multiple of m={m} (fields × orientations)")
         if layout not in ("unet", "fusiondiff"):
@@ -135,19 +132,20 @@ class ReDiffuseUNet(nn.Module):
         t_dim = 4 * emb_dim
         self.emb_dim = emb_dim
         self.time_mlp = nn.Sequential(nn.Linear(emb_dim, t_dim), nn.SiLU(), nn.Linear(t_dim, t_dim))
-        self.inp = lift_conv(in_channels, fields[0], conv, m)
-        block = lambda f_in, f_out: ResBlock(f_in, f_out, t_dim, conv, m, groups, dropout, time_bias)  # noqa: E731
+        self.family = family
+        self.inp = family.lift(in_channels, fields[0])
+        block = lambda f_in, f_out: ResBlock(f_in, f_out, t_dim, family, groups, dropout, time_bias)  # noqa: E731
         if layout == "fusiondiff":
-            self._build_fusiondiff(fields, num_res_blocks, conv, m, block)
+            self._build_fusiondiff(fields, num_res_blocks, family, block)
         else:
-            self._build_unet(fields, mults, num_res_blocks, conv, m, block, downsample_last)
+            self._build_unet(fields, mults, num_res_blocks, family, block, downsample_last)
         # created last: a seed gives the same initial weights as in earlier versions
-        self.mid_attn = FieldAttention(fields[-1], conv, m, groups, attention) if attention else None
-        self.out_norm = norm(fields[0], conv, m, groups)
-        self.out = project_conv(fields[0], out_channels, conv, m)
+        self.mid_attn = FieldAttention(fields[-1], family, groups, attention) if attention else None
+        self.out_norm = family.norm(fields[0], groups)
+        self.out = family.project(fields[0], out_channels)
         self.act = nn.SiLU()
 
-    def _build_unet(self, fields: list[int], mults, num_res_blocks: int, conv: str, m: int, block,
+    def _build_unet(self, fields: list[int], mults, num_res_blocks: int, family: ConvFamily, block,
                     downsample_last: bool) -> None:
         self.down_blocks = nn.ModuleList()
         self.downs = nn.ModuleList()
@@ -155,17 +153,17 @@ class ReDiffuseUNet(nn.Module):
         for i in range(L):
             f_in, f_out = fields[i], fields[i + 1]
             self.down_blocks.append(nn.ModuleList([block(f_in, f_in) for _ in range(num_res_blocks)]))
-            self.downs.append(Resample(f_in, f_out, conv, m, "down" if i < L - 1 or downsample_last else "none"))
+            self.downs.append(Resample(f_in, f_out, family, "down" if i < L - 1 or downsample_last else "none"))
         self.mid = nn.ModuleList([block(fields[-1], fields[-1]) for _ in range(2)])
-        self.mid_up = Resample(fields[-1], fields[-1], conv, m, "up") if downsample_last else None
+        self.mid_up = Resample(fields[-1], fields[-1], family, "up") if downsample_last else None
         self.up_blocks = nn.ModuleList()
         self.ups = nn.ModuleList()
         for i in reversed(range(L)):
             f_in, f_out = fields[i], fields[i + 1]
             self.up_blocks.append(nn.ModuleList([block(f_out + f_in, f_out) for _ in range(num_res_blocks)]))
-            self.ups.append(Resample(f_out, f_in, conv, m, "up" if i > 0 else "none"))
+            self.ups.append(Resample(f_out, f_in, family, "up" if i > 0 else "none"))
 
-    def _build_fusiondiff(self, fields: list[int], num_res_blocks: int, conv: str, m: int, block) -> None:
+    def _build_fusiondiff(self, fields: list[int], num_res_blocks: int, family: ConvFamily, block) -> None:
         """The official layout, with widths d_i = fields[i + 1] (d_{-1} = base)::
 
             lift conv (in → base)
@@ -185,7 +183,7 @@ class ReDiffuseUNet(nn.Module):
         for i, d in enumerate(widths):
             self.down_blocks.append(nn.ModuleList([block(prev if k == 0 else d, d) for k in range(num_res_blocks)]))
             prev = d
-            self.downs.append(Resample(d, d, conv, m, "down") if i < L - 1 else nn.Identity())
+            self.downs.append(Resample(d, d, family, "down") if i < L - 1 else nn.Identity())
         self.mid = nn.ModuleList([block(widths[-1], widths[-1]) for _ in range(num_res_blocks)])
         self.mid_up = None
         self.up_blocks, self.ups = nn.ModuleList(), nn.ModuleList()
@@ -194,7 +192,7 @@ class ReDiffuseUNet(nn.Module):
             e = widths[L - 2 - j] if j < L - 1 else fields[0]
             self.up_blocks.append(nn.ModuleList([block(prev if k == 0 else e, e) for k in range(num_res_blocks)]))
             prev = e
-            self.ups.append(Resample(e, e, conv, m, "up") if j > 0 else nn.Identity())
+            self.ups.append(Resample(e, e, family, "up") if j > 0 else nn.Identity())
 
     @property
     def min_size(self) -> int:

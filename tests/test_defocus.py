@@ -6,7 +6,7 @@ from PIL import Image
 
 from rediffuse.defocus import boundary_band, composite_ground_truth, psf_bank, render_stack, soft_layers
 from rediffuse.equivariance import equivariance_error
-from rediffuse.layers import FieldAttention
+from rediffuse.layers import FieldAttention, RotE
 from rediffuse.synthesis import LayeredPairs, PhotoLibrary, scene_labels
 from rediffuse.unet import ReDiffuseUNet
 
@@ -138,7 +138,7 @@ def _randomised(module):
 
 @pytest.mark.parametrize("size", [(9, 9), (12, 14)])
 def test_field_attention_is_exactly_equivariant(size):
-    att = _randomised(FieldAttention(8, "bconv", 4, groups=2, heads=4))
+    att = _randomised(FieldAttention(8, RotE(4, "bconv"), groups=2, heads=4))
     x = torch.randn(2, 32, *size)
     assert max(equivariance_error(att, x, k) for k in (1, 2, 3)) <= 1e-5
 
