@@ -29,8 +29,10 @@ from .baselines import BASELINES, get_baseline
 from .data import FusionFolder
 from .fuse import SHIPPED_MODELS, FusionModel, fuse
 from .groups import rotate_image
-from .imageio import write_image
+from .imageio import read_image, write_image
+from .metrics import band_scores
 from .metrics import evaluate as score_triple
+from .peers import PEERS, get_peer
 from .paths import reference_dir
 
 __all__ = ["Method", "make_method", "evaluate_folder", "fused_path", "mean_table", "leaderboard", "markdown_table",
@@ -51,6 +53,8 @@ def make_method(spec: str, *, sampler: str | None = None, steps: int | None = No
     with its sampler settings."""
     if spec in BASELINES:
         return Method(name or spec, get_baseline(spec))
+    if spec in PEERS:
+        return Method(name or spec, get_peer(spec))
     if spec.endswith(".pt") or Path(spec).is_file() or spec in SHIPPED_MODELS:
         fm = FusionModel(spec, device=device)
         st = fm.settings(sampler, steps, seed=seed)  # validated once, before any image is fused
@@ -59,7 +63,7 @@ def make_method(spec: str, *, sampler: str | None = None, steps: int | None = No
         label = name or f"{stem} ({st.sampler}, {st.steps} steps)"
         return Method(label, lambda imgs: fuse(imgs, fm, sampler=st.sampler, steps=st.steps, seed=st.seed))
     raise ValueError(f"unknown method {spec!r}: use a baseline ({', '.join(sorted(BASELINES))}), "
-                     f"a shipped model ({', '.join(SHIPPED_MODELS)}) or a checkpoint file (*.pt)")
+                     f"a peer program ({', '.join(PEERS)}), a shipped model ({', '.join(SHIPPED_MODELS)}) or a checkpoint file (*.pt)")
 
 
 def fused_path(out_dir: str | Path, method: str, stem: str) -> Path:
@@ -74,7 +78,8 @@ def evaluate_folder(folder: str | Path, methods: Sequence[Method], out_dir: str 
     """Fuse and score every item of ``folder`` (``A/``, ``B/``, optional ``GT/``) with each method.
 
     Returns rows ``{"image", "method", "QMI", "QG", "Qabf", "QP", "QE", "MS-SSIM", ["PSNR", "SSIM"],
-    "seconds"}``; with ``out_dir`` also writes fused images, ``per_image.csv`` and ``summary.md``.
+    ["PSNR-band", "SSIM-band"], "seconds"}`` (the band scores where ``folder/band/<stem>.png`` marks
+    the pixels near focus boundaries, as synthetic validation sets do); with ``out_dir`` also writes fused images, ``per_image.csv`` and ``summary.md``.
     Only the first two sources of a stack are scored (the metrics are defined for pairs).
     """
     names = [m.name for m in methods]
@@ -90,12 +95,16 @@ def evaluate_folder(folder: str | Path, methods: Sequence[Method], out_dir: str 
     for stem in items:
         imgs = ds.load(stem)
         sources = [imgs[k] for k in ds.sources]
+        band_file = Path(folder) / "band" / f"{stem}.png"
+        band = read_image(band_file) if band_file.is_file() else None
         for method in methods:
             t0 = time.perf_counter()
             fused = method.fuse(sources)
             seconds = time.perf_counter() - t0
             row = {"image": stem, "method": method.name}
             row.update(score_triple(sources[0], sources[1], fused, gt=imgs.get("GT")))
+            if band is not None and "GT" in imgs:
+                row.update(band_scores(fused, imgs["GT"], band))
             row["seconds"] = seconds
             rows.append(row)
             if out is not None and save_images:

@@ -18,8 +18,11 @@ from collections import OrderedDict
 from functools import lru_cache
 
 import numpy as np
+import torch
+from pytorch_msssim import ms_ssim as _pt_ms_ssim
 from scipy import fft as sfft
 from scipy import ndimage
+from skimage.metrics import structural_similarity
 
 __all__ = [
     "to_gray_uint8",
@@ -31,6 +34,7 @@ __all__ = [
     "ms_ssim_fusion",
     "psnr",
     "ssim",
+    "band_scores",
     "evaluate",
     "clear_cache",
 ]
@@ -576,8 +580,6 @@ def qe(a, b, f) -> float:
 # --------------------------------------------------------------------------------------------
 
 def _ms_ssim(x: np.ndarray, y: np.ndarray) -> float:
-    import torch
-    from pytorch_msssim import ms_ssim as _pt_ms_ssim
 
     tx = torch.from_numpy(x)[None, None]
     ty = torch.from_numpy(y)[None, None]
@@ -626,14 +628,29 @@ def ssim(x, gt) -> float:
     scikit-image ``structural_similarity`` with ``data_range=255``, an 11x11 Gaussian window
     (σ=1.5), population covariances and K = (0.01, 0.03); the mean excludes a 5-pixel border.
     """
-    from skimage.metrics import structural_similarity
-
     gx, gg = _prepare_pair(x, gt)
     if min(gx.shape) < 11:
         raise ValueError(f"SSIM needs images of at least 11x11, got {gx.shape}")
     return float(structural_similarity(
         gx, gg, data_range=255.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
     ))
+
+
+def band_scores(x, gt, band) -> dict:
+    """PSNR and mean SSIM of ``x`` against ``gt`` inside ``band`` (bool or 0/255 ``[H, W]``, e.g. the
+    pixels within 15 px of a focus boundary): ``{"PSNR-band", "SSIM-band"}``. The SSIM map is the
+    one :func:`ssim` averages (same window and constants), averaged over the band instead."""
+    gx, gg = _prepare_pair(x, gt)
+    m = np.asarray(band) > 0
+    if m.shape != gx.shape:
+        raise ValueError(f"band mask {m.shape} does not match the image {gx.shape}")
+    if not m.any():
+        return {"PSNR-band": float("nan"), "SSIM-band": float("nan")}
+    mse = float(np.mean((gx[m] - gg[m]) ** 2))
+    _, smap = structural_similarity(gx, gg, data_range=255.0, gaussian_weights=True, sigma=1.5,
+                                    use_sample_covariance=False, full=True)
+    return {"PSNR-band": float("inf") if mse == 0 else 10.0 * np.log10(255.0 ** 2 / mse),
+            "SSIM-band": float(smap[m].mean())}
 
 
 def evaluate(a, b, f, gt=None) -> dict:
