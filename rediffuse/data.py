@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import skimage.data as skd
 import torch
 from scipy import ndimage
 from scipy.signal import fftconvolve
+from skimage.transform import resize
 from torch.utils.data import Dataset
 
 from .imageio import IMAGE_EXTENSIONS, read_image, write_image
@@ -379,8 +381,6 @@ DEFAULT_SYNTHETIC_DIR = REPO_ROOT / "data" / "generated" / "synthetic"
 
 @lru_cache(maxsize=None)
 def _load_skimage(name: str) -> tuple[np.ndarray, np.ndarray | None]:
-    import skimage.data as skd
-
     if name == "motorcycle_left":
         left, _right, disp = skd.stereo_motorcycle()
         disp = np.asarray(disp, dtype=np.float64)
@@ -603,8 +603,6 @@ class SyntheticPairs(Dataset):
 
     def sample(self, index: int) -> dict[str, Any]:
         """Item ``index`` as numpy: A, B, GT uint8 ``[S, S(, 3)]``, mask float32, and what was drawn."""
-        from skimage.transform import resize
-
         if not 0 <= index < self.n:
             raise IndexError(f"index {index} out of range for {self.n} items")
         rng = np.random.default_rng([self.seed, index])

@@ -44,25 +44,27 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .checkpoint import load_model
 from .data import image_to_tensor, luminance, recombine, tensor_to_image
 from .diffusion import PREDICTIONS, SAMPLERS, get_sampler, get_schedule
 from .imageio import read_image_float
-from .paths import REPO_ROOT
-from .checkpoint import load_model
+from .runtime import resolve_device
 
 __all__ = [
-    "FusionModel", "SamplingSettings", "DEFAULT_CHECKPOINT", "SHIPPED_MODELS", "resolve_checkpoint", "MIN_SIDE", "TILE_BUDGET_BYTES", "fuse", "load_stack_image", "check_stack",
+    "FusionModel", "SamplingSettings", "DEFAULT_CHECKPOINT", "SHIPPED_MODELS", "resolve_checkpoint", "checkpoint_available", "WEIGHTS_DIR", "MIN_SIDE", "TILE_BUDGET_BYTES", "fuse", "load_stack_image", "check_stack",
     "plan_tiles", "tile_window",
 ]
 
-DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "rediffuse-weights-bconv.pt"
+#: Shipped weights live inside the package, so they are found from an installed wheel as well.
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+DEFAULT_CHECKPOINT = WEIGHTS_DIR / "rediffuse-weights-bconv.pt"
 
 #: Shipped checkpoints by name (``--checkpoint paper``): the default weight-map model, its plain twin,
 #: and the paper's ε-prediction model trained with the same budget.
 SHIPPED_MODELS = {
     "weights": DEFAULT_CHECKPOINT,
-    "weights-plain": REPO_ROOT / "checkpoints" / "rediffuse-weights-plain.pt",
-    "paper": REPO_ROOT / "checkpoints" / "rediffuse-eps-bconv.pt",
+    "weights-plain": WEIGHTS_DIR / "rediffuse-weights-plain.pt",
+    "paper": WEIGHTS_DIR / "rediffuse-eps-bconv.pt",
 }
 
 
@@ -74,6 +76,11 @@ def resolve_checkpoint(checkpoint: str | os.PathLike | None) -> Path:
     if name in SHIPPED_MODELS and not Path(name).exists():
         return SHIPPED_MODELS[name]
     return Path(checkpoint)
+
+
+def checkpoint_available(checkpoint: str | os.PathLike | None) -> bool:
+    """Whether a shipped model name or checkpoint path refers to an existing file."""
+    return resolve_checkpoint(checkpoint).is_file()
 
 #: Images with a side shorter than this are refused; from here up to the network's ``min_size`` they
 #: are reflect-padded.
@@ -211,7 +218,6 @@ class FusionModel:
     """
 
     def __init__(self, checkpoint: str | os.PathLike | None = None, device: str = "cpu", ema: bool = True):
-        from .runtime import resolve_device
 
         device = resolve_device(str(device))
         path = resolve_checkpoint(checkpoint)
@@ -471,7 +477,8 @@ def check_stack(arrays: Sequence[np.ndarray], names: Sequence[str], min_side: in
 def fuse(images: Sequence[ImageLike], model: FusionModel | str | os.PathLike | None = None, *,
          sampler: str | None = None, steps: int | None = None, seed: int = 0, device: str = "cpu",
          tile: int | str | None = "auto", overlap: int | None = None, progress: bool = False,
-         callback: Callable[[], None] | None = None, names: Sequence[str] | None = None) -> np.ndarray:
+         callback: Callable[[], None] | None = None, names: Sequence[str] | None = None,
+         settings: SamplingSettings | None = None) -> np.ndarray:
     """Fuse a focus stack; returns ``uint8`` ``[H, W]`` (all grey) or ``[H, W, 3]``, the input size.
 
     ``images``: N ≥ 2 arrays (``uint8``, ``uint16`` or float in [0, 1]; ``[H, W]``, ``[H, W, 3]``, an
@@ -482,6 +489,7 @@ def fuse(images: Sequence[ImageLike], model: FusionModel | str | os.PathLike | N
     whole images; ``overlap`` defaults to a quarter of the tile. ``progress`` shows a bar over the
     network evaluations of the whole stack, ``callback()`` is called after each evaluation. ``names``
     label the images in messages (default: their file names, or "image 1", "image 2", ...).
+    ``settings`` (from ``FusionModel.settings``) replaces sampler/steps/seed/tile/overlap when given.
     See the module docstring for the method.
     """
     if isinstance(images, (str, os.PathLike, np.ndarray)):
@@ -502,7 +510,7 @@ def fuse(images: Sequence[ImageLike], model: FusionModel | str | os.PathLike | N
         warnings.warn(f"mixing grey and colour images: {grey} treated as colour (R = G = B); the result is colour",
                       stacklevel=2)
     fm = model if isinstance(model, FusionModel) else FusionModel(model, device=device)
-    st = fm.settings(sampler, steps, tile=tile, overlap=overlap, seed=seed)
+    st = settings or fm.settings(sampler, steps, tile=tile, overlap=overlap, seed=seed)
     h, w = arrays[0].shape[:2]
     total = (len(arrays) - 1) * fm.count_evaluations(h, w, st.steps, st.tile, st.overlap)
     bar = tqdm(total=total, desc="fusing", unit="eval") if progress else None

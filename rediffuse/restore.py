@@ -23,13 +23,21 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from skimage.restoration import denoise_nl_means
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from .baselines import get_baseline
 from .data import FusionFolder, center_crop, image_to_tensor, luminance, tensor_to_image
-from .degradations import (AvgPoolDown, BicubicDown, Degradation, GaussianBlur, Identity, fusion_constraint,
-                           range_null_correction)
+from .degradations import (
+    AvgPoolDown,
+    BicubicDown,
+    Degradation,
+    GaussianBlur,
+    Identity,
+    fusion_constraint,
+    range_null_correction,
+)
 from .diffusion import make_ddnm_correction, sampling_timesteps, weight_map
 from .metrics import psnr, ssim
 
@@ -86,8 +94,6 @@ def naive_upsample(y: Tensor, setting: DegradationSetting) -> Tensor:
 
 
 def _nl_means(y: Tensor, sigma: float) -> Tensor:
-    from skimage.restoration import denoise_nl_means
-
     out = torch.empty_like(y)
     for i in range(y.shape[0]):
         for c in range(y.shape[1]):

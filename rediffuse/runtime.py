@@ -1,17 +1,16 @@
 """Runtime settings shared by the commands, notebooks and benchmarks: device, threads, precision.
 
-The lowest layer of the package next to ``paths``: it imports nothing else from ``rediffuse``, and
-torch only inside the functions, so that building a command-line parser stays cheap.
+The lowest layer of the package next to ``paths``: it imports nothing else from ``rediffuse``.
 """
 from __future__ import annotations
+
+import torch
 
 __all__ = ["resolve_device", "set_threads", "exact_precision", "setup"]
 
 
 def resolve_device(device: str = "auto") -> str:
     """``"auto"`` → ``"cuda"`` when available, else ``"cpu"``; a CUDA request without CUDA is an error."""
-    import torch
-
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -26,8 +25,6 @@ def set_threads(threads: int = 0) -> None:
     if threads < 0:
         raise ValueError(f"threads must be 0 (PyTorch's default) or a positive number, got {threads}")
     if threads:
-        import torch
-
         torch.set_num_threads(threads)
 
 
@@ -41,8 +38,6 @@ class exact_precision:
     """
 
     def __init__(self) -> None:
-        import torch
-
         self._saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
@@ -51,8 +46,6 @@ class exact_precision:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        import torch
-
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self._saved
 
 

@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import ConcatDataset
+from tqdm.auto import tqdm
 
 from .checkpoint import export_checkpoint, load_checkpoint, load_model, save_checkpoint
 from .data import FusionFolder, SyntheticPairs
@@ -140,8 +141,6 @@ def train_model(model: nn.Module, dataset, cfg: TrainConfig, out_dir: str | Path
     ``stop_after`` ends the call after that many steps of this invocation (used to test resuming).
     Returns a summary with the losses of the steps run in this call.
     """
-    from tqdm.auto import tqdm
-
     out_dir = Path(out_dir)
     rank, world = _dist_info()
     if cfg.batch % world:

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from .paths import REPO_ROOT
 from .runtime import resolve_device
 
@@ -85,8 +87,6 @@ def run_notebook(notebook: Path | str, output_dir: Path | str = DEFAULT_OUTPUT, 
 def run_tutorial(output_dir: Path | str = DEFAULT_OUTPUT, *, smoke: bool = True, device: str = "auto",
                  only: list[str] | None = None) -> dict[str, dict]:
     """Run every tutorial notebook in order; return ``{stem: results}``."""
-    from tqdm.auto import tqdm
-
     device = resolve_device(device)
     notebooks = list_notebooks()
     if only:

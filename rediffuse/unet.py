@@ -26,7 +26,14 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .layers import ConvFamily, FieldAttention, Resample, conv_family, sinusoidal_embedding
+from .groups import FieldType
+from .layers import (
+    ConvFamily,
+    FieldAttention,
+    Resample,
+    conv_family,
+    sinusoidal_embedding,
+)
 
 __all__ = ["ReDiffuseUNet", "ResBlock", "count_parameters"]
 
@@ -203,12 +210,10 @@ class ReDiffuseUNet(nn.Module):
 
     @property
     def in_type(self):
-        from .groups import FieldType
         return FieldType("trivial", self.m, self.config["in_channels"])
 
     @property
     def out_type(self):
-        from .groups import FieldType
         return FieldType("trivial", self.m, self.config["out_channels"])
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:

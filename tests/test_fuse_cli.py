@@ -155,10 +155,9 @@ def test_help_documents_every_option_with_examples(capsys):
         assert example in text, example
     assert "exit status" in text
     from rediffuse.diffusion import SAMPLERS
-    from rediffuse.paths import REPO_ROOT
 
     assert set(fuse_command.SAMPLER_NAMES) == set(SAMPLERS)
-    assert REPO_ROOT / fuse_command.DEFAULT_CHECKPOINT_NAME == F.DEFAULT_CHECKPOINT
+    assert fuse_command.DEFAULT_CHECKPOINT_NAME == F.DEFAULT_CHECKPOINT.name
     assert fuse_command.DEFAULT_CHECKPOINT_NAME in " ".join(text.split())
 
 

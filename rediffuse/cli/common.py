@@ -1,14 +1,14 @@
 """What every ``rediffuse`` command shares: the ``--device``/``--threads`` options, argument types,
 and the error handling that turns exceptions into one line on stderr and an exit code.
 
-Imports only ``rediffuse.runtime`` (which defers torch), so building the parsers stays cheap.
+Imports nothing heavy at module level, so building the parsers stays instant: like every command,
+it loads the library (and torch) only when a command runs.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from .. import runtime
 
 __all__ = [
     "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_INTERRUPTED", "DEVICE_CHOICES",
@@ -65,7 +65,9 @@ def runtime_parent() -> argparse.ArgumentParser:
 
 def setup_runtime(args: argparse.Namespace) -> str:
     """Apply ``args.threads`` (when the command has it) and return the resolved device string."""
-    return runtime.setup(args.device, getattr(args, "threads", 0))
+    from ..runtime import setup
+
+    return setup(args.device, getattr(args, "threads", 0))
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                     "score QMI, QG, Qabf, QP, QE, MS-SSIM (and PSNR/SSIM against GT/), and write fused\n"
                     "images, per_image.csv and summary.md to the output folder.",
         epilog="examples:\n  rediffuse evaluate ../shared/data/Lytro -m gff average -o outputs/eval --leaderboard\n"
-               "  rediffuse evaluate ../shared/data/NYU-D-100 -m checkpoints/rediffuse-weights-bconv.pt "
+               "  rediffuse evaluate ../shared/data/NYU-D-100 -m weights "
                "--steps 3 -o outputs/nyu")
     p.add_argument("dataset", help="folder with A/, B/ (and GT/) of matching file names")
     p.add_argument("-m", "--method", nargs="+", required=True,

@@ -22,7 +22,7 @@ _PROG = "rediffuse fuse"
 # Spelled out so that building the parser imports nothing heavy; tests check them against
 # rediffuse.diffusion.SAMPLERS and rediffuse.fuse.DEFAULT_CHECKPOINT.
 SAMPLER_NAMES = ("x0_regression", "ddim", "posterior_mean")
-DEFAULT_CHECKPOINT_NAME = "checkpoints/rediffuse-weights-bconv.pt"
+DEFAULT_CHECKPOINT_NAME = "rediffuse-weights-bconv.pt"
 
 DESCRIPTION = """\
 Fuse two or more photos of one scene focused at different depths into one image that is sharp
@@ -78,7 +78,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="output image; the format follows the extension (e.g. fused.png, fused.jpg)")
     p.add_argument("--checkpoint", metavar="P", default=None,
-                   help=f"trained model checkpoint (default: {DEFAULT_CHECKPOINT_NAME} in the repository; "
+                   help=f"trained model checkpoint (default: the shipped {DEFAULT_CHECKPOINT_NAME}; "
                         "e.g. a run's last.pt from `rediffuse train`), or a shipped model by name: weights "
                         "(the default), weights-plain, paper (the paper's noise-prediction model)")
     p.add_argument("--steps", type=pos_int, metavar="K", default=None,
@@ -162,16 +162,14 @@ def _run(args: argparse.Namespace) -> int:
     arrays = [load_stack_image(p) for p in images]
     check_stack(arrays, images)
     fm = FusionModel(args.checkpoint, device=device)
-    sampler, steps = fm.sampler_settings(args.sampler, args.steps)
-    tile, overlap = fm.resolve_tile(args.tile, args.overlap)
+    st = fm.settings(args.sampler, args.steps, tile=args.tile, overlap=args.overlap, seed=args.seed)
     h, w = arrays[0].shape[:2]
-    n_tiles = fm.count_evaluations(h, w, 1, tile, overlap)
+    n_tiles = fm.count_evaluations(h, w, 1, st.tile, st.overlap)
     kind = "colour" if any(a.ndim == 3 for a in arrays) else "grey"
-    _say(f"{len(arrays)} {kind} images {w}×{h}; {fm.path.name} ({fm.prediction}), {sampler} {steps} steps, "
-         f"seed {args.seed}, {device}, " + (f"{n_tiles} tiles of ≤{tile} px (overlap {overlap})" if n_tiles > 1
-                                           else "whole image"), args.quiet)
-    result = fuse(arrays, fm, sampler=sampler, steps=steps, seed=args.seed, tile=tile, overlap=overlap,
-                  progress=not args.quiet, names=images)
+    _say(f"{len(arrays)} {kind} images {w}×{h}; {fm.path.name} ({fm.prediction}), {st.sampler} {st.steps} steps, "
+         f"seed {st.seed}, {device}, " + (f"{n_tiles} tiles of ≤{st.tile} px (overlap {st.overlap})" if n_tiles > 1
+                                          else "whole image"), args.quiet)
+    result = fuse(arrays, fm, settings=st, progress=not args.quiet, names=images)
     write_image(out_path, result)
     _say(f"wrote {out_path} ({w}×{h}, {time.perf_counter() - t_start:.1f} s)", args.quiet)
     return 0

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import matplotlib.pyplot as plt
+import numpy as np
+
 from ..fewstep import CURVE_METRICS
 
 
@@ -12,8 +15,6 @@ def plot_quality_cost(tables: dict[str, Sequence[dict]], metrics: Sequence[str] 
     """Left: each metric's relative deviation from the reference setting against network evaluations
     (log-log; the tolerance as a dashed line). Right: seconds per pair. ``tables``: model name ->
     :func:`rediffuse.fewstep.curve_table` output (its first row is the reference)."""
-    import matplotlib.pyplot as plt
-
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
     styles = ["-", "--", ":", "-."]
     for i, (model, table) in enumerate(tables.items()):
@@ -40,9 +41,6 @@ def plot_quality_cost(tables: dict[str, Sequence[dict]], metrics: Sequence[str] 
 def grouped_bars(table: dict[str, dict[str, dict[str, float]]], metric: str, title: str = "",
                  ylim: tuple[float, float] | None = None):
     """Bars of ``table[group][method][metric]``, one cluster per group (e.g. degradation)."""
-    import matplotlib.pyplot as plt
-    import numpy as np
-
     groups = list(table)
     methods = list(dict.fromkeys(m for g in groups for m in table[g]))
     width = 0.8 / max(len(methods), 1)

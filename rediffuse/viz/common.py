@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 
 
@@ -29,8 +30,6 @@ def _as_numpy(img) -> np.ndarray:
 def show_images(images, titles=None, ncols: int | None = None, size: float = 2.4, cmap: str = "gray",
                 symmetric: bool = False):
     """Grid of images (numpy or torch, HxW, HxWx3 or CxHxW); returns the figure."""
-    import matplotlib.pyplot as plt
-
     images = [_as_numpy(im) for im in images]
     n = len(images)
     ncols = ncols or n

@@ -4,16 +4,17 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
 from ..diffusion import NoiseSchedule, q_sample
+from ..layers import Resample
+from ..unet import ResBlock
 
 
 def plot_schedules(schedules: dict[str, NoiseSchedule]):
     """ᾱ_t of each schedule against t/T."""
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(4.2, 2.8))
     for name, s in schedules.items():
         ab = s.alphas_cumprod.cpu().numpy()
@@ -27,8 +28,6 @@ def plot_schedules(schedules: dict[str, NoiseSchedule]):
 def plot_forward_process(x0: torch.Tensor, schedule: NoiseSchedule, fractions=(0.0, 0.1, 0.25, 0.5, 0.75, 1.0),
                          seed: int = 0):
     """``x0`` ``[1, 1, H, W]`` in [-1, 1] noised to several t = fraction·(T−1)."""
-    import matplotlib.pyplot as plt
-
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn(x0.shape, generator=g)
     fig, axes = plt.subplots(1, len(fractions), figsize=(2.0 * len(fractions), 2.3))
@@ -50,8 +49,6 @@ def read_loss_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 def plot_loss(paths: dict[str, str | Path], smooth: int = 25):
     """Loss curves (running mean over ``smooth`` steps) of one or more runs, log scale."""
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(4.6, 3.0))
     for name, p in paths.items():
         steps, loss = read_loss_csv(p)
@@ -66,9 +63,6 @@ def plot_loss(paths: dict[str, str | Path], smooth: int = 25):
 
 def unet_shapes(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor) -> list[tuple[str, tuple]]:
     """(submodule name, output shape) of the stem, every ResBlock/Resample and the output layer."""
-    from ..layers import Resample
-    from ..unet import ResBlock
-
     rows: list[tuple[str, tuple]] = []
     hooks = []
     for name, mod in model.named_modules():

@@ -3,20 +3,20 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.colors import LogNorm
+from matplotlib.patches import Rectangle
+
+from ..metrics import to_gray_uint8
 
 
 def _grey(img: np.ndarray) -> np.ndarray:
-    from ..metrics import to_gray_uint8
-
     return to_gray_uint8(img).astype(np.float64) if img.ndim == 3 else img.astype(np.float64)
 
 
 def compare_with_zoom(images: dict[str, np.ndarray], box: tuple[int, int, int] | None = None, size: float = 2.6):
     """Each image (top) and a zoomed crop ``box = (top, left, side)`` (bottom); the box is drawn."""
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
     names = list(images)
     h, w = next(iter(images.values())).shape[:2]
     if box is None:
@@ -39,8 +39,6 @@ def compare_with_zoom(images: dict[str, np.ndarray], box: tuple[int, int, int] |
 
 def difference_images(fused: dict[str, np.ndarray], source: np.ndarray, title: str = "fused − source A"):
     """Signed grey-level difference of each fused image to one source: zero where it copied it."""
-    import matplotlib.pyplot as plt
-
     s = _grey(source)
     fig, axes = plt.subplots(1, len(fused), figsize=(2.6 * len(fused), 2.9), squeeze=False)
     for ax, (n, f) in zip(axes[0], fused.items()):
@@ -55,9 +53,6 @@ def difference_images(fused: dict[str, np.ndarray], source: np.ndarray, title: s
 
 def error_maps(maps: dict[str, np.ndarray], title: str = "|Φ(rot I) − rot Φ(I)|"):
     """Equivariance error maps side by side on one log colour scale."""
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import LogNorm
-
     vals = np.concatenate([m.ravel() for m in maps.values()])
     vmax = max(float(vals.max()), 1e-6)
     fig, axes = plt.subplots(1, len(maps), figsize=(2.6 * len(maps), 2.9), squeeze=False)
@@ -72,8 +67,6 @@ def error_maps(maps: dict[str, np.ndarray], title: str = "|Φ(rot I) − rot Φ(
 
 def per_image_scatter(rows: Sequence[dict], x_method: str, y_method: str, metrics=("QMI", "QG", "QP", "QE")):
     """Per-image metric of one method against another (points above the diagonal: y wins)."""
-    import matplotlib.pyplot as plt
-
     by = {(r["image"], r["method"]): r for r in rows}
     images = sorted({r["image"] for r in rows})
     fig, axes = plt.subplots(1, len(metrics), figsize=(2.8 * len(metrics), 2.9), squeeze=False)

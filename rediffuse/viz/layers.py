@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
@@ -12,8 +13,6 @@ from ..groups import rotate_image, rotate_image_angle
 
 def plot_basis(basis: FilterBasis, fine: int = 49, max_functions: int = 25):
     """Each basis function drawn continuously (top of each pair) and sampled on the p×p grid."""
-    import matplotlib.pyplot as plt
-
     g = torch.linspace(-1, 1, fine, dtype=torch.float64)
     rr, cc = torch.meshgrid(g, g, indexing="ij")
     cont = basis.functions(rr, cc).numpy()  # [fine, fine, R]
@@ -36,8 +35,6 @@ def plot_basis(basis: FilterBasis, fine: int = 49, max_functions: int = 25):
 
 def plot_sample_points(size: int, m: int):
     """Where orientation t samples the base filter: the p×p grid turned by −2πt/m."""
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(3.6, 3.6))
     for t in range(m):
         r, c = rotated_coords(size, 2 * math.pi * t / m)
@@ -50,8 +47,6 @@ def plot_sample_points(size: int, m: int):
 
 def plot_rotated_filters(layer, out_field: int = 0, in_index: int = 0):
     """Orientations of one output field of a lifting layer (rows: fields, columns: t)."""
-    import matplotlib.pyplot as plt
-
     with torch.no_grad():
         filt = layer.expanded_filter().detach().cpu().double()
     m, p = layer.m, layer.kernel_size
@@ -69,8 +64,6 @@ def plot_rotated_filters(layer, out_field: int = 0, in_index: int = 0):
 
 def plot_fields(h: torch.Tensor, m: int, fields: int = 3, title: str = ""):
     """Regular fields ``[1, C*m, H, W]``: rows are fields, columns orientations."""
-    import matplotlib.pyplot as plt
-
     h = h.detach().cpu().float()[0]
     C = h.shape[0] // m
     fields = min(fields, C)
@@ -98,7 +91,6 @@ def rotation_explorer(lift, image: torch.Tensor, field: int = 0):
     makes the cyclic shift of the orientation axis visible as a shift of the panels.
     """
     import ipywidgets as widgets
-    import matplotlib.pyplot as plt
 
     m = lift.m
 

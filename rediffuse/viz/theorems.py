@@ -16,10 +16,18 @@ from __future__ import annotations
 import math
 from typing import Callable, Sequence
 
+import matplotlib.pyplot as plt
 import numpy as np
 
-from ..theory import (BOUND_CONSTANTS, SHARP_CONSTANTS, BoundCheck, NetworkCheck, check_bound, network_error_map,
-                      pointwise_error_map)
+from ..theory import (
+    BOUND_CONSTANTS,
+    SHARP_CONSTANTS,
+    BoundCheck,
+    NetworkCheck,
+    check_bound,
+    network_error_map,
+    pointwise_error_map,
+)
 
 __all__ = ["plot_field", "plot_bound_checks", "plot_groupnorm", "plot_network_checks", "plot_quarter_turns",
            "plot_design_mistakes", "plot_error_maps", "draw_explorer", "theorem_explorer", "OPERATOR_LABELS"]
@@ -34,7 +42,6 @@ FLOAT32_EPS = float(np.finfo(np.float32).eps)
 
 
 def _plt():
-    import matplotlib.pyplot as plt
     return plt
 
 
