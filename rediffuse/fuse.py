@@ -3,7 +3,7 @@
 ``fuse(images, model)`` takes a focus stack (arrays or file names) and returns the fused ``uint8``
 image, the size of the inputs:
 
-- **Colour.** Colour images are fused in Y'CbCr (BRIEF §3): Y by the model, Cb and Cr by the
+- **Colour.** Colour images are fused in Y'CbCr, as in the ReDiffuse code: Y by the model, Cb and Cr by the
   saturation-weighted rule ``Σ C_i |C_i − 128| / Σ |C_i − 128|`` over *all* sources
   (``data.recombine``, applied in row strips so large images stay cheap). Grey stacks give grey
   output. A stack mixing grey and colour is fused in colour, the grey images counting as neutral
@@ -381,6 +381,10 @@ class FusionModel:
                              f"and {tuple(y_b.shape)}")
         st = self.settings(sampler, steps, tile=tile, overlap=overlap, seed=seed)
         return self.sample(torch.cat([y_a, y_b], 1), st, callback=callback, progress=progress)
+
+    def fuse(self, images: Sequence[ImageLike], **kwargs) -> np.ndarray:
+        """Fuse a focus stack with this model: :func:`rediffuse.fuse.fuse` (same keyword arguments)."""
+        return fuse(images, self, **kwargs)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike | None = None, device: str = "cpu",

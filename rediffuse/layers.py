@@ -1,4 +1,6 @@
-"""Building blocks that keep a U-Net exactly C4-equivariant (see BRIEF §2 for the measurements).
+"""Building blocks that keep a U-Net exactly C4-equivariant (``rediffuse.theory.design_mistakes`` measures
+what breaks it: stride-2 convs and transposed convs on even grids, per-channel GroupNorm affines and
+time biases).
 
 - ``FieldGroupNorm``: groups made of whole fields (all m orientations), one affine per field.
 - ``FieldTimeBias``: the time embedding adds one value per field, repeated over its orientations.
@@ -225,7 +227,8 @@ class Resample(nn.Module):
     """Resize (``"down"``: halve, rounding up; ``"up"``: to a given size; ``"none"``), then a 3×3 conv.
 
     Replaces the stride-2 conv / transposed conv of the official code, which break equivariance on
-    even grids (BRIEF §2). The conv also changes the width: ``in_fields → out_fields``.
+    even grids (``rot90`` maps index i to N−1−i, and a stride-2 sampler maps onto itself only for odd N).
+    The conv also changes the width: ``in_fields → out_fields``.
     """
 
     def __init__(self, in_fields: int, out_fields: int, family: ConvFamily, direction: str):

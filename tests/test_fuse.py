@@ -75,7 +75,7 @@ def test_colour_uses_the_chroma_rule_of_all_sources(tiny_model, monkeypatch):
     out = fuse([a, b, c], tiny_model, steps=1)
     assert out.shape == a.shape and out.dtype == np.uint8
     # with a stand-in "model" that keeps the first luminance, the result is exactly Y_a joined with the
-    # BRIEF §3 chroma rule over all three sources (computed in row strips: same numbers)
+    # saturation-weighted chroma rule over all three sources (computed in row strips: same numbers)
     monkeypatch.setattr(tiny_model, "sample", lambda cond, *args, **kw: cond[:, :1])
     big = [np.tile(x, (8, 1, 1)) for x in (a, b, c)]  # 320 rows: more than one strip
     out = fuse(big, tiny_model, steps=1)

@@ -54,15 +54,8 @@ exit status: 0 on success, 1 on an error (one line on stderr), 2 on a usage erro
 
 
 def _tile_arg(value: str) -> int | str:
-    if value.lower() == "auto":
-        return "auto"
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of pixels, got {value!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"tile must be 'auto', 0 or a positive number of pixels, got {n}")
-    return n
+    """argparse type of --tile: "auto" or a whole number of pixels ≥ 0."""
+    return "auto" if value.lower() == "auto" else nonneg_int(value)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

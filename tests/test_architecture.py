@@ -1,0 +1,180 @@
+"""The package's layering, checked on its import graph (docs/architecture.md draws the same layers).
+
+A module may import modules of its own layer or of lower layers only, and the graph has no cycle.
+The layer order below is the one place (besides the picture in docs/architecture.md) where it is
+written down; a new module must be added here, so that its place is a decision, not an accident.
+"""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[1] / "rediffuse"
+
+# lowest first; a module may import from its own layer and the ones before it
+LAYERS: list[tuple[str, set[str]]] = [
+    ("core", {"paths", "runtime", "imageio", "groups", "weights"}),
+    ("equivariant layers", {"bases", "bconv", "layers", "equivariance"}),
+    ("models", {"unet", "diffusion", "defocus"}),
+    ("data and metrics", {"data", "synthesis", "degradations", "metrics", "baselines", "peers"}),
+    ("checkpoints", {"checkpoint"}),
+    ("pipelines", {"fuse", "train"}),
+    ("studies", {"evaluate", "fewstep", "restore", "ablation", "theory"}),
+    ("presentation", {"viz", "tutorial"}),
+    ("interface", {"cli", "__main__", ""}),  # "" = the package itself (its public API)
+]
+# optional third-party packages: the only imports allowed inside functions of the library
+OPTIONAL = {"papermill", "ipywidgets", "tifffile"}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PKG).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in sorted(PKG.rglob("*.py"))}
+
+
+def _imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """Package modules that ``name`` imports (relative or absolute), as names relative to the package."""
+    tree = ast.parse(path.read_text())
+    base = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    base = [b for b in base if b]
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            pkg = base[: len(base) - (node.level - 1)]
+            target = ".".join(pkg + ([node.module] if node.module else []))
+            if node.module is None:  # from . import x: x is a module or a name of the package
+                for alias in node.names:
+                    full = ".".join(filter(None, [target, alias.name]))
+                    out.add(full if full in known else target)
+            else:
+                out.add(target)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name == "rediffuse" or alias.name.startswith("rediffuse."):
+                    out.add(alias.name.removeprefix("rediffuse").lstrip("."))
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("rediffuse"):
+            out.add(node.module.removeprefix("rediffuse").lstrip("."))
+    out.discard(name)
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    mods = _modules()
+    return {m: _imports(m, p, set(mods)) for m, p in mods.items()}
+
+
+def _layer(module: str) -> int:
+    top = module.split(".")[0]
+    for i, (_, members) in enumerate(LAYERS):
+        if top in members:
+            return i
+    raise AssertionError(f"rediffuse.{module} is in no layer: add it to LAYERS in tests/test_architecture.py "
+                         "and to docs/architecture.md")
+
+
+def test_every_module_has_a_layer():
+    for m in _graph():
+        _layer(m)
+
+
+def test_no_module_imports_from_a_higher_layer():
+    bad = []
+    for m, deps in _graph().items():
+        for d in deps:
+            # a package's __init__ re-exporting its own submodules is fine
+            if d.startswith(m + ".") if m else False:
+                continue
+            if _layer(d) > _layer(m):
+                bad.append(f"rediffuse.{m} ({LAYERS[_layer(m)][0]}) imports rediffuse.{d} ({LAYERS[_layer(d)][0]})")
+    assert not bad, "\n".join(bad)
+
+
+def test_import_graph_has_no_cycle():
+    graph = _graph()
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        stack.append(m)
+        for d in sorted(graph.get(m, ())):
+            if d not in graph:
+                continue
+            if state.get(d) == 1:
+                cycle = stack[stack.index(d):] + [d]
+                raise AssertionError("import cycle: " + " -> ".join(f"rediffuse.{c}" for c in cycle))
+            if d not in state:
+                visit(d)
+        stack.pop()
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+
+
+def test_no_function_level_imports_in_the_library():
+    """Imports sit at module level, except optional packages and the command-line modules (each command
+    loads its library module when it runs, so `rediffuse --help` stays instant and `rediffuse fuse`
+    never loads the trainer)."""
+    bad = []
+    for m, path in _modules().items():
+        if m.split(".")[0] in ("cli", "__main__"):
+            continue
+        tree = ast.parse(path.read_text())
+        for fn in ast.walk(tree):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom):
+                    names = ["." * node.level + (node.module or "")]
+                else:
+                    continue
+                for n in names:
+                    if n.split(".")[0] not in OPTIONAL:
+                        bad.append(f"{path.relative_to(PKG.parent)}:{node.lineno} imports {n} inside {fn.name}()")
+    assert not bad, "\n".join(bad)
+
+
+def test_equivariance_checker_is_small_and_standalone():
+    path = PKG / "equivariance.py"
+    assert len(path.read_text().splitlines()) <= 200
+    assert _graph()["equivariance"] <= {"groups"}
+
+
+def _loaded_after(statement: str) -> set[str]:
+    code = f"import sys; {statement}; print('\\n'.join(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=PKG.parent)
+    return set(out.stdout.split())
+
+
+@pytest.mark.slow
+def test_the_inference_path_loads_no_trainer():
+    """`import rediffuse.fuse` loads neither the trainer nor any torch.distributed module beyond what
+    `import torch` itself loads."""
+    torch_only = _loaded_after("import torch")
+    fuse = _loaded_after("import rediffuse.fuse")
+    assert "rediffuse.train" not in fuse
+    extra_dist = {m for m in fuse - torch_only if m.startswith("torch.distributed")}
+    assert not extra_dist, sorted(extra_dist)
+
+
+def test_architecture_document_names_every_layer():
+    text = (PKG.parent / "docs" / "architecture.md").read_text()
+    for name, members in LAYERS:
+        assert name in text, name
+        for member in members - {""}:
+            assert f"`{member}`" in text, f"docs/architecture.md does not mention `{member}`"
