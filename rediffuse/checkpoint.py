@@ -9,6 +9,7 @@ fusing with a damaged network. Loading uses ``weights_only=True``: no code in a 
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from pathlib import Path
@@ -49,16 +50,46 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     state = dict(state, sha256=tensor_digest(state))
+    f = None
     try:
-        with open(tmp, "wb") as f:
+        with open(tmp, "wb") as raw:
+            f = _ErrorRecorder(raw)
             torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
+            raw.flush()
+            os.fsync(raw.fileno())
     except (OSError, RuntimeError) as e:
         tmp.unlink(missing_ok=True)
-        reason = "the disk is full" if "No space" in str(e) or getattr(e, "errno", None) == 28 else str(e).splitlines()[0]
+        # torch's zip writer swallows the OSError of a failed write and reports "unexpected pos";
+        # the recorder kept the real cause
+        cause = f.error if f is not None and f.error is not None else e
+        if getattr(cause, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+            reason = "the disk is full"
+        else:
+            reason = getattr(cause, "strerror", None) or (str(cause).splitlines() or [type(cause).__name__])[0]
         raise OSError(f"could not write checkpoint {path}: {reason}; the previous checkpoint is unchanged") from None
     os.replace(tmp, path)
+
+
+class _ErrorRecorder:
+    """A binary file for ``torch.save`` that remembers the first ``OSError`` of a write."""
+
+    def __init__(self, f):
+        self._f = f
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._f.flush()
+        except OSError as e:
+            self.error = self.error or e
+            raise
 
 
 def verify_checkpoint(state: dict, path: str | Path = "checkpoint") -> None:

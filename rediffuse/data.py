@@ -33,7 +33,7 @@ from .imageio import IMAGE_EXTENSIONS, read_image, write_image
 from .paths import REPO_ROOT
 
 __all__ = [
-    "rgb_to_ycbcr", "ycbcr_to_rgb", "luminance", "fuse_chroma", "recombine",
+    "rgb_to_ycbcr", "ycbcr_to_rgb", "luminance", "fuse_chroma", "recombine", "recombine_float",
     "image_to_tensor", "tensor_to_image", "center_crop",
     "FusionFolder", "NYU_TRAIN_STEMS", "NYU_TEST_STEMS",
     "SKIMAGE_PHOTOS", "skimage_photo", "skimage_depth",
@@ -113,6 +113,12 @@ def recombine(y_fused: np.ndarray, sources_rgb: Sequence[np.ndarray]) -> np.ndar
     ``(x + 1) * 127.5`` first). ``sources_rgb``: N >= 2 sources ``[H, W, 3]`` (or grey ``[H, W]``, in
     which case the rounded Y is returned as ``[H, W]``). Returns ``[H, W, 3]`` uint8.
     """
+    return np.clip(np.rint(recombine_float(y_fused, sources_rgb)), 0, 255).astype(np.uint8)
+
+
+def recombine_float(y_fused: np.ndarray, sources_rgb: Sequence[np.ndarray]) -> np.ndarray:
+    """:func:`recombine` before rounding: float64 in the 0-255 scale, unclipped (so a 16-bit
+    result can be made from it without the 8-bit rounding)."""
     y = np.asarray(y_fused, dtype=np.float64)
     srcs = [np.asarray(s) for s in sources_rgb]
     if len(srcs) < 2:
@@ -122,12 +128,11 @@ def recombine(y_fused: np.ndarray, sources_rgb: Sequence[np.ndarray]) -> np.ndar
     if any(s.shape[:2] != y.shape for s in srcs):
         raise ValueError(f"recombine: source sizes {[s.shape for s in srcs]} differ from Y {y.shape}")
     if all(s.ndim == 2 for s in srcs):
-        return np.clip(np.rint(y), 0, 255).astype(np.uint8)
+        return y
     ycc = [rgb_to_ycbcr(s if s.ndim == 3 else np.repeat(s[..., None], 3, -1)) for s in srcs]
     cb = fuse_chroma([c[..., 1] for c in ycc])
     cr = fuse_chroma([c[..., 2] for c in ycc])
-    rgb = ycbcr_to_rgb(np.stack([y, cb, cr], axis=-1))
-    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    return ycbcr_to_rgb(np.stack([y, cb, cr], axis=-1))
 
 
 def image_to_tensor(img: np.ndarray, y_only: bool = True) -> torch.Tensor:

@@ -5,8 +5,13 @@ with a sampler and step count. ``evaluate_folder`` fuses every pair, scores it w
 ``rediffuse.metrics`` and writes::
 
     OUT/<method>/fused/<stem>.png   the fused images
-    OUT/per_image.csv               one row per (image, method)
-    OUT/summary.md                  the mean table (markdown)
+    OUT/per_image.csv               one row per (image, method), appended as each is scored
+    OUT/summary.md                  the mean table (markdown), and the pairs skipped as unreadable
+
+Nothing scored is lost to a fault: every row reaches ``per_image.csv`` (flushed) the moment it is
+computed, a pair that cannot be read is skipped with a warning (and named in the summary) instead
+of ending the run, and ``resume=True`` continues an interrupted run, keeping the rows already in
+``per_image.csv`` and computing only the missing ones.
 
 For Lytro, ``leaderboard`` puts our means next to the 18 published methods of Liu et al. (2020),
 scored by the reference MATLAB toolbox on the same source images; our metric code reproduces that
@@ -15,8 +20,11 @@ toolbox (``tests/test_metrics.py``), so the rows are comparable.
 from __future__ import annotations
 
 import csv
+import io
 import math
+import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -35,8 +43,8 @@ from .metrics import evaluate as score_triple
 from .peers import PEERS, get_peer
 from .paths import reference_dir
 
-__all__ = ["Method", "make_method", "evaluate_folder", "fused_path", "mean_table", "leaderboard", "markdown_table",
-           "LEADERBOARD_METRICS"]
+__all__ = ["Method", "ScoreRows", "make_method", "evaluate_folder", "fused_path", "read_rows", "mean_table",
+           "leaderboard", "markdown_table", "LEADERBOARD_METRICS"]
 
 LEADERBOARD_METRICS = ("QMI", "QG", "QP", "QE")  # the columns the reference CSV shares with ours
 
@@ -55,7 +63,8 @@ def make_method(spec: str, *, sampler: str | None = None, steps: int | None = No
         return Method(name or spec, get_baseline(spec))
     if spec in PEERS:
         return Method(name or spec, get_peer(spec))
-    if spec.endswith(".pt") or Path(spec).is_file() or spec in SHIPPED_MODELS:
+    # an existing folder goes to the loader too, which says it wants the checkpoint file inside
+    if spec.endswith(".pt") or Path(spec).exists() or spec in SHIPPED_MODELS:
         fm = FusionModel(spec, device=device)
         st = fm.settings(sampler, steps, seed=seed)  # validated once, before any image is fused
         # a run's checkpoint is <run>/last.pt: its folder says which run it is
@@ -72,62 +81,192 @@ def fused_path(out_dir: str | Path, method: str, stem: str) -> Path:
     return Path(out_dir) / safe / "fused" / f"{stem}.png"
 
 
+class ScoreRows(list):
+    """The rows :func:`evaluate_folder` returns (a list of dicts), with ``skipped``: the
+    ``(stem, reason)`` of every pair that could not be read."""
+
+    def __init__(self, rows=(), skipped: Sequence[tuple[str, str]] = ()):
+        super().__init__(rows)
+        self.skipped: list[tuple[str, str]] = list(skipped)
+
+
+def _parse_row(raw: dict[str, str]) -> dict:
+    """A row of ``per_image.csv`` with its numbers as floats (empty cells left out)."""
+    row: dict = {"image": raw["image"], "method": raw["method"]}
+    for k, v in raw.items():
+        if k not in ("image", "method") and v not in ("", None):
+            row[k] = float(v)
+    return row
+
+
+def read_rows(path: str | Path) -> tuple[list[str], list[dict]]:
+    """``(columns, rows)`` of a ``per_image.csv``, numbers as floats. A last line cut short (a run
+    killed while writing it) and rows that do not parse are left out."""
+    text = Path(path).read_text()
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    reader = csv.reader(io.StringIO(text))
+    columns = next(reader, [])
+    rows = []
+    for cells in reader:
+        if len(cells) != len(columns):
+            continue
+        try:
+            rows.append(_parse_row(dict(zip(columns, cells))))
+        except (KeyError, ValueError):
+            continue
+    return columns, rows
+
+
+class _RowLog:
+    """``per_image.csv`` written as rows arrive: appended and flushed, so a killed run keeps every
+    row it scored. A row with a column the header lacks rewrites the file with a wider header."""
+
+    def __init__(self, path: Path, columns: list[str], rows: Sequence[dict] = ()):
+        self.path = path
+        self.columns = list(columns)
+        self._rewrite(rows)
+
+    def _rewrite(self, rows: Sequence[dict]) -> None:
+        write_rows(self.path, rows, columns=self.columns)
+        self._file = open(self.path, "a", newline="")
+        self._writer = csv.DictWriter(self._file, fieldnames=self.columns, restval="")
+
+    def write(self, row: dict, kept: Sequence[dict]) -> None:
+        new = [k for k in row if k not in self.columns]
+        if new:  # rare: a metric the first rows did not have; ``kept`` is everything written so far
+            self.close()
+            at = self.columns.index("seconds") if "seconds" in self.columns else len(self.columns)
+            self.columns[at:at] = new
+            self._rewrite(kept)
+        self._writer.writerow(row)
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
 def evaluate_folder(folder: str | Path, methods: Sequence[Method], out_dir: str | Path | None = None, *,
                     stems: Sequence[str] | None = None, limit: int | None = None, save_images: bool = True,
-                    progress: bool = True) -> list[dict]:
+                    progress: bool = True, resume: bool = False) -> ScoreRows:
     """Fuse and score every item of ``folder`` (``A/``, ``B/``, optional ``GT/``) with each method.
 
     Returns rows ``{"image", "method", "QMI", "QG", "Qabf", "QP", "QE", "MS-SSIM", ["PSNR", "SSIM"],
     ["PSNR-band", "SSIM-band"], "seconds"}`` (the band scores where ``folder/band/<stem>.png`` marks
-    the pixels near focus boundaries, as synthetic validation sets do); with ``out_dir`` also writes fused images, ``per_image.csv`` and ``summary.md``.
-    Only the first two sources of a stack are scored (the metrics are defined for pairs).
+    the pixels near focus boundaries, as synthetic validation sets do), one per item and method, as
+    a :class:`ScoreRows` list whose ``skipped`` names the pairs that could not be read (each also a
+    ``UserWarning``; the run goes on without them). With ``out_dir`` also writes fused images,
+    ``per_image.csv`` (each row as soon as it is scored) and ``summary.md``; ``resume=True`` keeps
+    the rows already in ``out_dir/per_image.csv`` and scores only the missing (image, method)
+    pairs, while ``resume=False`` starts that file afresh. Only the first two sources of a stack are
+    scored (the metrics are defined for pairs).
     """
     names = [m.name for m in methods]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise ValueError(f"two methods share the name {dup[0]!r}; give them different names (e.g. rename "
                          "the checkpoint files or their run folders)")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
+        raise ValueError(f"limit must be a whole number ≥ 1 (or None for every image), got {limit!r}")
     ds = FusionFolder(folder, stems=stems)
     items = ds.stems[:limit] if limit else ds.stems
     out = Path(out_dir) if out_dir else None
-    rows: list[dict] = []
-    bar = tqdm(total=len(items) * len(methods), desc="evaluate", unit="img", disable=not progress)
-    for stem in items:
-        imgs = ds.load(stem)
-        sources = [imgs[k] for k in ds.sources]
-        band_file = Path(folder) / "band" / f"{stem}.png"
-        band = read_image(band_file) if band_file.is_file() else None
-        for method in methods:
-            t0 = time.perf_counter()
-            fused = method.fuse(sources)
-            seconds = time.perf_counter() - t0
-            row = {"image": stem, "method": method.name}
-            row.update(score_triple(sources[0], sources[1], fused, gt=imgs.get("GT")))
-            if band is not None and "GT" in imgs:
-                row.update(band_scores(fused, imgs["GT"], band))
-            row["seconds"] = seconds
-            rows.append(row)
-            if out is not None and save_images:
-                write_image(fused_path(out, method.name, stem), fused)
-            bar.update(1)
-    bar.close()
+    log: _RowLog | None = None
+    done: dict[tuple[str, str], dict] = {}
+    written: list[dict] = []  # every row in per_image.csv, in file order
     if out is not None:
-        write_rows(out / "per_image.csv", rows)
-        table = mean_table(rows)
-        (out / "summary.md").write_text(markdown_table(table, title=f"Means over {len(items)} images of {Path(folder).name}"))
+        csv_path = out / "per_image.csv"
+        columns = ["image", "method", "QMI", "QG", "Qabf", "QP", "QE", "MS-SSIM"]
+        if ds.has_gt:
+            columns += ["PSNR", "SSIM"] + (["PSNR-band", "SSIM-band"] if (Path(folder) / "band").is_dir() else [])
+        columns.append("seconds")
+        if resume and csv_path.is_file():
+            old_columns, written = read_rows(csv_path)
+            columns = old_columns + [c for c in columns if c not in old_columns] if old_columns else columns
+            done = {(r["image"], r["method"]): r for r in written}
+        log = _RowLog(csv_path, columns, written)
+    rows = ScoreRows()
+    bar = tqdm(total=len(items) * len(methods), desc="evaluate", unit="img", disable=not progress)
+    try:
+        for stem in items:
+            todo = [m for m in methods if (stem, m.name) not in done]
+            if not todo:
+                rows.extend(done[(stem, m.name)] for m in methods)
+                bar.update(len(methods))
+                continue
+            try:
+                imgs = ds.load(stem)
+                band_file = Path(folder) / "band" / f"{stem}.png"
+                band = read_image(band_file) if band_file.is_file() else None
+            except (ValueError, OSError) as e:  # one bad pair costs its own scores, not the run's
+                reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+                rows.skipped.append((stem, reason))
+                warnings.warn(f"skipped {stem}: {reason}", stacklevel=2)
+                rows.extend(done[(stem, m.name)] for m in methods if (stem, m.name) in done)
+                bar.update(len(methods))
+                continue
+            sources = [imgs[k] for k in ds.sources]
+            for method in methods:
+                if (stem, method.name) in done:
+                    rows.append(done[(stem, method.name)])
+                    bar.update(1)
+                    continue
+                t0 = time.perf_counter()
+                fused = method.fuse(sources)
+                seconds = time.perf_counter() - t0
+                row = {"image": stem, "method": method.name}
+                row.update(score_triple(sources[0], sources[1], fused, gt=imgs.get("GT")))
+                if band is not None and "GT" in imgs:
+                    row.update(band_scores(fused, imgs["GT"], band))
+                row["seconds"] = seconds
+                if out is not None and save_images:
+                    # the image before its row: a row in per_image.csv means its image is on disk
+                    write_image(fused_path(out, method.name, stem), fused)
+                if log is not None:
+                    log.write(row, written)
+                    written.append(row)
+                rows.append(row)
+                bar.update(1)
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+    if out is not None:
+        _write_text(out / "summary.md", summary_markdown(rows, folder))
     return rows
 
 
-def write_rows(path: str | Path, rows: Sequence[dict]) -> None:
+def summary_markdown(rows: ScoreRows, folder: str | Path) -> str:
+    """``summary.md``: the mean table over the scored images, and the pairs skipped as unreadable."""
+    n = len({r["image"] for r in rows})
+    text = markdown_table(mean_table(rows), title=f"Means over {n} images of {Path(folder).name}")
+    if rows.skipped:
+        text += f"\n{len(rows.skipped)} pair(s) skipped (unreadable; fix them and run again with --resume):\n\n"
+        text += "".join(f"- {stem}: {reason}\n" for stem, reason in rows.skipped)
+    return text
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Replace ``path`` atomically with ``text`` (a temporary file renamed over it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_rows(path: str | Path, rows: Sequence[dict], columns: Sequence[str] | None = None) -> None:
+    """Replace ``path`` atomically with a CSV of ``rows`` (``columns``: default, every key in order)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    keys = list(dict.fromkeys(k for r in rows for k in r))
+    keys = list(columns) if columns is not None else list(dict.fromkeys(k for r in rows for k in r))
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
+        w = csv.DictWriter(f, fieldnames=keys, restval="")
         w.writeheader()
         w.writerows(rows)
-    tmp.replace(path)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def mean_table(rows: Sequence[dict]) -> dict[str, dict[str, float]]:

@@ -1,7 +1,8 @@
 """The fusion pipeline: a trained U-Net + a sampler, applied to the luminance of a focus stack.
 
-``fuse(images, model)`` takes a focus stack (arrays or file names) and returns the fused ``uint8``
-image, the size of the inputs:
+``fuse(images, model)`` takes a focus stack (arrays or file names) and returns the fused image, the
+size of the inputs: ``uint8``, or ``uint16`` when an input holds finer levels than 8 bits (16-bit
+files or arrays), so 16 bits in give 16 bits out:
 
 - **Colour.** Colour images are fused in Y'CbCr, as in the ReDiffuse code: Y by the model, Cb and Cr by the
   saturation-weighted rule ``Σ C_i |C_i − 128| / Σ |C_i − 128|`` over *all* sources
@@ -45,9 +46,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import load_model
-from .data import image_to_tensor, luminance, recombine, tensor_to_image
+from .data import image_to_tensor, luminance, recombine, recombine_float, tensor_to_image
 from .diffusion import PREDICTIONS, SAMPLERS, get_sampler, get_schedule
-from .imageio import read_image_float
+from .imageio import read_image_native
 from .runtime import resolve_device
 
 __all__ = [
@@ -412,22 +413,22 @@ class SamplingSettings:
 
 
 def load_stack_image(path: str | os.PathLike) -> np.ndarray:
-    """Read one image of a stack: ``uint8`` for 8-bit files (exact), ``float32`` in [0, 1] for files
-    with finer levels (16-bit precision kept). EXIF orientation applied; alpha dropped with a warning;
-    one-line ``FileNotFoundError``/``ValueError`` for missing or unreadable files."""
-    a = read_image_float(path)
-    v = a * np.float32(255.0)
-    u = np.rint(v)
-    if float(np.abs(v - u).max(initial=0.0)) < 1e-3:
-        return u.astype(np.uint8)
-    return a
+    """Read one image of a stack at the precision it was stored with: ``uint8`` for 8-bit files,
+    ``uint16`` for 16-bit PNG/TIFF (grey or colour), ``float32`` in [0, 1] for floating-point TIFF.
+    EXIF orientation applied; alpha dropped with a warning; one-line ``FileNotFoundError``/``ValueError``
+    for missing or unreadable files."""
+    return read_image_native(path)
 
 
-def _as_array(img: ImageLike, name: str) -> np.ndarray:
-    """An image of the stack as uint8 or float32 0–255, ``[H, W]`` or ``[H, W, 3]``."""
-    if isinstance(img, (str, os.PathLike)):
-        return load_stack_image(img)
-    a = np.asarray(img)
+def _on_8bit_levels(v: np.ndarray) -> bool:
+    """Whether float data in the 0–255 scale holds only whole grey levels (an 8-bit image)."""
+    return float(np.abs(v - np.rint(v)).max(initial=0.0)) < 1e-3
+
+
+def _as_array(img: ImageLike, name: str) -> tuple[np.ndarray, int]:
+    """An image of the stack as uint8 or float32 0–255, ``[H, W]`` or ``[H, W, 3]``, and the bits
+    per channel it carries (8, or 16 for finer levels)."""
+    a = load_stack_image(img) if isinstance(img, (str, os.PathLike)) else np.asarray(img)
     if a.ndim == 3 and a.shape[-1] == 1:
         a = a[..., 0]
     if a.ndim == 3 and a.shape[-1] in (2, 4):
@@ -436,15 +437,25 @@ def _as_array(img: ImageLike, name: str) -> np.ndarray:
     if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 3)):
         raise ValueError(f"{name}: expected a grey [H, W] or colour [H, W, 3] image, got shape {a.shape}")
     if a.dtype == np.uint8:
-        return a
+        return a, 8
     if a.dtype == np.uint16:
-        return (a.astype(np.float32) / np.float32(257.0))
+        return a.astype(np.float32) / np.float32(257.0), 16
     if a.dtype.kind == "f":
-        if a.size and (not np.isfinite(a).all() or a.min() < 0 or a.max() > 1):
+        if a.size and not np.isfinite(a).all():
+            raise ValueError(f"{name}: the image holds NaN or infinite values")
+        if a.size and (a.min() < 0 or a.max() > 1):
             raise ValueError(f"{name}: float images must hold values in [0, 1] (as read_image_float returns); "
                              "convert 0-255 data to uint8")
-        return a.astype(np.float32) * np.float32(255.0)
+        v = a.astype(np.float32) * np.float32(255.0)
+        return v, 8 if _on_8bit_levels(v) else 16
     raise ValueError(f"{name}: unsupported pixel type {a.dtype} (use uint8, uint16 or float in [0, 1])")
+
+
+def _quantise(v: np.ndarray, bits: int) -> np.ndarray:
+    """Float 0–255 → ``uint8``, or ``uint16`` (the same scale × 257), rounded and clipped."""
+    if bits == 8:
+        return np.clip(np.rint(v), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(v * 257.0), 0, 65535).astype(np.uint16)
 
 
 def _strips(height: int, rows: int = 256):
@@ -482,8 +493,9 @@ def fuse(images: Sequence[ImageLike], model: FusionModel | str | os.PathLike | N
          sampler: str | None = None, steps: int | None = None, seed: int = 0, device: str = "cpu",
          tile: int | str | None = "auto", overlap: int | None = None, progress: bool = False,
          callback: Callable[[], None] | None = None, names: Sequence[str] | None = None,
-         settings: SamplingSettings | None = None) -> np.ndarray:
-    """Fuse a focus stack; returns ``uint8`` ``[H, W]`` (all grey) or ``[H, W, 3]``, the input size.
+         settings: SamplingSettings | None = None, bits: int | None = None) -> np.ndarray:
+    """Fuse a focus stack; returns ``[H, W]`` (all grey) or ``[H, W, 3]``, the input size, as
+    ``uint8`` or ``uint16`` (see ``bits``).
 
     ``images``: N ≥ 2 arrays (``uint8``, ``uint16`` or float in [0, 1]; ``[H, W]``, ``[H, W, 3]``, an
     alpha channel is dropped with a warning) or file names (read with EXIF orientation, 16-bit
@@ -494,8 +506,13 @@ def fuse(images: Sequence[ImageLike], model: FusionModel | str | os.PathLike | N
     network evaluations of the whole stack, ``callback()`` is called after each evaluation. ``names``
     label the images in messages (default: their file names, or "image 1", "image 2", ...).
     ``settings`` (from ``FusionModel.settings``) replaces sampler/steps/seed/tile/overlap when given.
+    ``bits``: 8 (``uint8``) or 16 (``uint16``, the 0–255 scale × 257); ``None`` chooses 16 when an
+    input holds finer levels than 8 bits (``uint16`` arrays, 16-bit files, float data between the
+    8-bit levels) and 8 otherwise, so 8-bit stacks give exactly the 8-bit result they always did.
     See the module docstring for the method.
     """
+    if bits not in (None, 8, 16):
+        raise ValueError(f"bits must be 8, 16 or None (follow the inputs), got {bits!r}")
     if isinstance(images, (str, os.PathLike, np.ndarray)):
         raise TypeError("fuse expects a sequence of images (arrays or file names), not a single image")
     images = list(images)
@@ -506,7 +523,12 @@ def fuse(images: Sequence[ImageLike], model: FusionModel | str | os.PathLike | N
     names = [str(n) for n in names]
     if len(names) != len(images):
         raise ValueError(f"got {len(names)} names for {len(images)} images")
-    arrays = [_as_array(im, n) for im, n in zip(images, names)]
+    arrays, depths = [], []
+    for im, n in zip(images, names):
+        a, d = _as_array(im, n)
+        arrays.append(a)
+        depths.append(d)
+    bits = bits or max(depths)
     check_stack(arrays, names)
     colour = [a.ndim == 3 for a in arrays]
     if any(colour) and not all(colour):
@@ -535,13 +557,17 @@ def fuse(images: Sequence[ImageLike], model: FusionModel | str | os.PathLike | N
         if bar is not None:
             bar.close()
     if fm.channels == 3:
-        rgb = tensor_to_image(fused[0])
-        return rgb if any(colour) else np.clip(np.rint(_luma(rgb)), 0, 255).astype(np.uint8)
+        if bits == 8:  # the 8-bit path exactly as before, so 8-bit results never change
+            rgb = tensor_to_image(fused[0])
+            return rgb if any(colour) else np.clip(np.rint(_luma(rgb)), 0, 255).astype(np.uint8)
+        v = np.moveaxis((fused[0].cpu().double().numpy() + 1.0) * 127.5, 0, -1)
+        return _quantise(v if any(colour) else _luma(np.clip(v, 0, 255)), 16)
     y = (fused[0, 0].cpu().numpy().astype(np.float32) + np.float32(1.0)) * np.float32(127.5)
     del fused
     if not any(colour):
-        return np.clip(np.rint(y), 0, 255).astype(np.uint8)
-    out = np.empty((h, w, 3), np.uint8)
+        return _quantise(y, bits)
+    out = np.empty((h, w, 3), np.uint8 if bits == 8 else np.uint16)
     for s in _strips(h):
-        out[s] = recombine(y[s], [a[s] for a in arrays])
+        srcs = [a[s] for a in arrays]
+        out[s] = recombine(y[s], srcs) if bits == 8 else _quantise(recombine_float(y[s], srcs), 16)
     return out

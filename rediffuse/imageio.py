@@ -3,8 +3,15 @@
 - ``read_image(path)`` -> ``uint8`` array, ``[H, W]`` (grey) or ``[H, W, 3]`` (RGB).
 - ``read_image_float(path)`` -> ``float32`` array in ``[0, 1]``, same shapes, keeping the full
   precision of 16-bit files.
+- ``read_image_native(path)`` -> the file's own precision: ``uint8`` (8-bit files), ``uint16``
+  (16-bit PNG/TIFF, grey or colour) or ``float32`` in ``[0, 1]`` (floating-point TIFF).
 - ``write_image(path, arr)`` writes atomically (temporary file in the target folder, then
-  ``os.replace``), so an interrupted run never leaves a half-written image behind.
+  ``os.replace``), so an interrupted run or a full disk never leaves a half-written image behind.
+  ``uint16`` arrays are written at 16 bits to PNG and TIFF, and at 8 bits (with a warning) to
+  formats that hold no more (JPEG, WebP, BMP, ...).
+
+Pillow decodes 16-bit colour PNG and TIFF to 8 bits per channel, so those two go through
+``imagecodecs`` and ``tifffile`` (C codecs by the same author; tifffile ships with scikit-image).
 
 EXIF orientation is always applied, so pixels come back the way a viewer shows the photo; an alpha
 channel is dropped with a warning (fusion works on opaque images); files that are not images raise a
@@ -12,16 +19,25 @@ one-line ``ValueError`` naming the file.
 """
 from __future__ import annotations
 
+import errno
+import io
 import os
 import secrets
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, IO
 
+import imagecodecs
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["IMAGE_EXTENSIONS", "read_image", "read_image_float", "write_image", "to_uint8"]
+__all__ = ["IMAGE_EXTENSIONS", "SIXTEEN_BIT_FORMATS", "read_image", "read_image_float", "read_image_native",
+           "write_image", "to_uint8"]
+
+#: Formats ``write_image`` writes at 16 bits per channel; every other format gets 8 bits.
+SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 #: Extensions treated as images when a folder is scanned (lower case, with the dot).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
@@ -40,28 +56,62 @@ _ORIENT_NP = {
 
 
 def _open(path: Path) -> Image.Image:
-    """Open and decode ``path`` (caller closes it); one-line errors naming the file."""
+    """Open ``path`` and read its header (caller closes it; pixels are decoded by ``_load``)."""
     if not path.exists():
         raise FileNotFoundError(f"image file not found: {path}")
     if path.is_dir():
         raise ValueError(f"expected an image file, got a folder: {path}")
     try:
-        im = Image.open(path)
+        return Image.open(path)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"cannot read {path} as an image ({type(e).__name__}: {e})") from None
+
+
+def _load(im: Image.Image, path: Path) -> None:
+    """Decode the pixels of an opened image; one-line errors naming the file."""
     try:
         im.load()
     except (OSError, SyntaxError, ValueError) as e:
         # Truncated or corrupt data: one line with the file name, no traceback chain to dig through.
-        im.close()
         raise ValueError(f"cannot read {path} as an image ({type(e).__name__}: {e})") from None
-    return im
 
 
 def _drop_alpha(arr: np.ndarray, path: Path) -> np.ndarray:
-    # stacklevel 4: user -> read_image[_float] -> _decode_float -> here.
-    warnings.warn(f"{path}: alpha channel dropped (image treated as opaque)", stacklevel=4)
-    return arr[..., :-1] if arr.shape[-1] in (2, 4) else arr
+    # stacklevel 5: user -> read_image* -> _read -> _decode -> here.
+    warnings.warn(f"{path}: alpha channel dropped (image treated as opaque)", stacklevel=5)
+    if arr.shape[-1] == 2:  # grey + alpha
+        return arr[..., 0]
+    return arr[..., :-1] if arr.shape[-1] == 4 else arr
+
+
+def _png_sixteen_bit_colour(path: Path) -> bool:
+    """Whether ``path`` is a 16-bit PNG with colour or alpha (the ones Pillow cuts to 8 bits).
+
+    Read from the IHDR chunk, which the PNG standard puts first: bit depth at byte 24, colour
+    type at byte 25 (0 grey, 2 RGB, 3 palette, 4 grey + alpha, 6 RGB + alpha)."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    return (len(head) == 26 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR"
+            and head[24] == 16 and head[25] in (2, 4, 6))
+
+
+def _check_float(a: np.ndarray, path: Path) -> np.ndarray:
+    """A floating-point image must hold finite values in [0, 1]; say which rule it breaks."""
+    if not np.isfinite(a).all():
+        raise ValueError(f"cannot read {path}: float image holds NaN or infinite values")
+    if a.size and (a.min() < 0 or a.max() > 1):
+        raise ValueError(f"cannot read {path}: float image with values outside [0, 1] "
+                         f"(from {float(a.min()):g} to {float(a.max()):g})")
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def _native(raw: np.ndarray, path: Path) -> np.ndarray:
+    """An array decoded by tifffile/imagecodecs at its own precision: uint8, uint16 or float32."""
+    if raw.dtype.kind == "f":
+        return _check_float(raw, path)
+    if raw.dtype.kind in "ui" and raw.dtype.itemsize <= 2 and raw.min(initial=0) >= 0:
+        return np.ascontiguousarray(raw, dtype=np.uint8 if raw.dtype.itemsize == 1 else np.uint16)
+    raise ValueError(f"cannot read {path}: {raw.dtype} pixels (expected 8 or 16 bits per channel, or float)")
 
 
 def _tiff_bits(im: Image.Image) -> int:
@@ -75,28 +125,36 @@ def _tiff_bits(im: Image.Image) -> int:
     return int(max(bps) if isinstance(bps, (tuple, list)) else bps)
 
 
-def _decode_float(im: Image.Image, path: Path) -> np.ndarray:
-    """Decode to float32 in [0, 1], [H, W] or [H, W, 3]; the one place that knows PIL modes."""
+def _decode(im: Image.Image, path: Path) -> np.ndarray:
+    """Decode at the file's own precision: ``uint8``, ``uint16`` or ``float32`` in [0, 1];
+    ``[H, W]`` or ``[H, W, 3]``. The one place that knows PIL modes."""
     orientation = im.getexif().get(0x0112, 1)
 
-    # Pillow decodes 16-bit colour TIFF to 8 bits; tifffile (a scikit-image dependency) keeps
-    # all 16, and the orientation is then applied by hand.
-    if im.format == "TIFF" and im.mode in ("RGB", "RGBA") and _tiff_bits(im) > 8:
+    raw = None
+    if im.format == "PNG" and _png_sixteen_bit_colour(path):
+        try:
+            raw = imagecodecs.png_decode(path.read_bytes())
+        except Exception as e:  # noqa: BLE001 - a codec error means an unreadable file to the user
+            raise ValueError(f"cannot read {path} as an image ({type(e).__name__}: {e})") from None
+    elif im.format == "TIFF" and im.mode in ("RGB", "RGBA") and _tiff_bits(im) > 8:
+        # optional import: tifffile ships with scikit-image but is not rediffuse's own dependency
         try:
             import tifffile
 
             raw = np.asarray(tifffile.imread(path))
-        except Exception:  # fall back to Pillow's 8-bit decoding
+        except Exception as e:  # noqa: BLE001 - fall back to Pillow, saying what is lost
+            warnings.warn(f"{path}: read at 8 bits per channel; its {_tiff_bits(im)}-bit colour could not be "
+                          f"decoded ({type(e).__name__})", stacklevel=4)
             raw = None
-        if raw is not None and raw.ndim == 3 and raw.shape[-1] in (3, 4):
-            if raw.shape[-1] == 4:
-                raw = _drop_alpha(raw, path)
-            op = _ORIENT_NP.get(orientation)
-            if op is not None:
-                raw = op(raw)
-            scale = float(np.iinfo(raw.dtype).max) if raw.dtype.kind in "ui" else 1.0
-            return np.ascontiguousarray(raw, dtype=np.float32) / np.float32(scale)
+    if raw is not None and raw.ndim in (2, 3):
+        if raw.ndim == 3 and raw.shape[-1] in (2, 4):
+            raw = _drop_alpha(raw, path)
+        op = _ORIENT_NP.get(orientation)
+        if op is not None:
+            raw = op(raw)
+        return _native(raw, path)
 
+    _load(im, path)
     im = ImageOps.exif_transpose(im)
     mode = im.mode
     if mode == "P":
@@ -108,39 +166,62 @@ def _decode_float(im: Image.Image, path: Path) -> np.ndarray:
         mode = "RGBA"
 
     if mode in ("1", "L"):
-        return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+        return np.asarray(im.convert("L"), dtype=np.uint8)
     if mode == "LA":
-        return _drop_alpha(np.asarray(im, dtype=np.float32), path)[..., 0] / 255.0
+        return _drop_alpha(np.asarray(im, dtype=np.uint8), path)
     if mode == "RGB":
-        return np.asarray(im, dtype=np.float32) / 255.0
+        return np.asarray(im, dtype=np.uint8)
     if mode in ("RGBA", "RGBa"):
-        return _drop_alpha(np.asarray(im.convert("RGBA"), dtype=np.float32), path) / 255.0
+        return _drop_alpha(np.asarray(im.convert("RGBA"), dtype=np.uint8), path)
     if mode.startswith("I;16"):
-        return np.asarray(im, dtype=np.float32) / 65535.0
+        return np.asarray(im).astype(np.uint16)
     if mode == "I":
         # 32-bit integer images are in practice 16-bit PNG/TIFF data widened by Pillow.
-        a = np.asarray(im, dtype=np.float64)
-        if a.min() < 0 or a.max() > 65535:
+        a = np.asarray(im)
+        if a.size and (a.min() < 0 or a.max() > 65535):
             raise ValueError(f"cannot read {path}: 32-bit integer image outside the 16-bit range")
-        return (a / 65535.0).astype(np.float32)
+        return a.astype(np.uint16)
     if mode == "F":
-        a = np.asarray(im, dtype=np.float32)
-        if not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
-            raise ValueError(f"cannot read {path}: float image with values outside [0, 1]")
-        return a
+        return _check_float(np.asarray(im, dtype=np.float32), path)
     # CMYK, YCbCr, LAB, HSV, ...: let Pillow convert to RGB.
-    return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def _to_float(a: np.ndarray) -> np.ndarray:
+    """A ``read_image_native`` array as float32 in [0, 1]."""
+    if a.dtype == np.uint8:
+        return a.astype(np.float32) / np.float32(255.0)
+    if a.dtype == np.uint16:
+        return a.astype(np.float32) / np.float32(65535.0)
+    return a
+
+
+def _read(path: Path) -> np.ndarray:
+    with _open(path) as im:
+        try:
+            return _decode(im, path)
+        except (OSError, SyntaxError, EOFError) as e:
+            # Pillow decodes lazily (even reading EXIF may hit a truncated file): one line naming it
+            raise ValueError(f"cannot read {path} as an image ({type(e).__name__}: {e})") from None
+
+
+def read_image_native(path: str | os.PathLike) -> np.ndarray:
+    """Read an image at the precision it was stored with: ``[H, W]`` grey or ``[H, W, 3]`` RGB.
+
+    ``uint8`` for 8-bit (and 1-bit, palette) files, ``uint16`` for 16-bit PNG and TIFF (grey or
+    colour), ``float32`` in [0, 1] for floating-point TIFF (NaN, infinite or out-of-range values
+    are refused). EXIF orientation applied, alpha dropped with a warning, one-line errors as
+    :func:`read_image`.
+    """
+    return _read(Path(path))
 
 
 def read_image_float(path: str | os.PathLike) -> np.ndarray:
     """Read an image as float32 in [0, 1]: ``[H, W]`` grey or ``[H, W, 3]`` RGB.
 
-    16-bit grey PNG/TIFF and 16-bit colour TIFF keep their full precision. 16-bit colour PNG is
-    decoded by Pillow to 8 bits per channel (a Pillow limitation), so it comes back at 8-bit precision.
+    16-bit files (PNG and TIFF, grey and colour) keep their full precision.
     """
-    path = Path(path)
-    with _open(path) as im:
-        return _decode_float(im, path)
+    return _to_float(_read(Path(path)))
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -150,12 +231,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     channel is dropped with a ``UserWarning``. Raises ``FileNotFoundError`` for a missing path and a
     one-line ``ValueError`` naming the file for anything that is not a readable image.
     """
-    path = Path(path)
-    with _open(path) as im:
-        # The common case (8-bit grey/RGB, e.g. every dataset JPEG) stays exact in integers.
-        if im.mode in ("L", "RGB") and not (im.format == "TIFF" and _tiff_bits(im) > 8):
-            return np.array(ImageOps.exif_transpose(im), dtype=np.uint8)
-        return to_uint8(_decode_float(im, path))
+    a = _read(Path(path))
+    return a if a.dtype == np.uint8 else to_uint8(_to_float(a))
 
 
 def to_uint8(arr: np.ndarray) -> np.ndarray:
@@ -174,13 +251,40 @@ def _format_for(path: Path) -> str:
     return fmt
 
 
+def _encoder(path: Path, fmt: str, a: np.ndarray, save_kwargs: dict) -> Callable[[IO[bytes]], None]:
+    """A function writing ``a`` (uint8, or uint16 for PNG/TIFF) to a binary file in ``fmt``."""
+    if a.dtype == np.uint16 and a.ndim == 3:
+        # Pillow has no 16-bit colour mode: PNG through imagecodecs, TIFF through tifffile.
+        if fmt == "PNG":
+            return lambda f: f.write(imagecodecs.png_encode(np.ascontiguousarray(a)))
+        import tifffile  # optional import: ships with scikit-image
+
+        def tiff(f: IO[bytes]) -> None:
+            # encoded in memory: tifffile wants a named file, and the temporary one is an open fd
+            buf = io.BytesIO()
+            tifffile.imwrite(buf, np.ascontiguousarray(a), photometric="rgb")
+            f.write(buf.getbuffer())
+
+        return tiff
+    im = Image.fromarray(np.ascontiguousarray(a))
+    if fmt == "JPEG":
+        if im.mode == "RGBA":
+            raise ValueError(f"cannot write {path}: JPEG has no alpha channel")
+        save_kwargs.setdefault("quality", 95)
+    return lambda f: im.save(f, format=fmt, **save_kwargs)
+
+
 def write_image(path: str | os.PathLike, arr: np.ndarray, **save_kwargs: Any) -> Path:
     """Write ``arr`` to ``path`` atomically; the format follows the extension.
 
     ``arr``: uint8 ``[H, W]``, ``[H, W, 1]``, ``[H, W, 3]`` or ``[H, W, 4]``; bool (written as 0/255);
-    or uint16 ``[H, W]`` (16-bit grey, for PNG/TIFF). Float arrays are refused because their range
-    (0-1 or 0-255) is ambiguous: convert with ``to_uint8`` first. JPEG defaults to quality 95.
-    Missing parent folders are created. Returns the path written.
+    or uint16 ``[H, W]`` / ``[H, W, 3]``, written at 16 bits to PNG and TIFF and rounded to 8 bits,
+    with a ``UserWarning``, for other formats (JPEG holds 8 bits per channel). Float arrays are
+    refused because their range (0-1 or 0-255) is ambiguous: convert with ``to_uint8`` first. JPEG
+    defaults to quality 95; ``save_kwargs`` go to Pillow (not used for 16-bit colour). Missing
+    parent folders are created. A failed write (a full disk, say) raises a one-line ``OSError``
+    naming the file and leaves no file behind: an existing ``path`` keeps its old content.
+    Returns the path written.
     """
     path = Path(path)
     fmt = _format_for(path)
@@ -190,22 +294,21 @@ def write_image(path: str | os.PathLike, arr: np.ndarray, **save_kwargs: Any) ->
     if a.ndim == 3 and a.shape[-1] == 1:
         a = a[..., 0]
     if a.dtype == np.uint16:
-        if a.ndim != 2:
-            raise ValueError(f"cannot write {path}: 16-bit output is supported for grey [H, W] only")
-        im = Image.fromarray(np.ascontiguousarray(a))
+        if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 3)):
+            raise ValueError(f"cannot write {path}: 16-bit images must be [H, W] or [H, W, 3], got {a.shape}")
+        if fmt not in SIXTEEN_BIT_FORMATS:
+            warnings.warn(f"{path}: {fmt} holds 8 bits per channel, so the 16-bit image was written at 8 bits "
+                          "(use .png or .tif to keep all 16)", stacklevel=2)
+            a = to_uint8(a / 65535.0)
     elif a.dtype == np.uint8:
         if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (3, 4))):
             raise ValueError(f"cannot write {path}: expected [H, W], [H, W, 3] or [H, W, 4], got {a.shape}")
-        im = Image.fromarray(np.ascontiguousarray(a))
     else:
         raise TypeError(
             f"cannot write {path}: array dtype {a.dtype} (expected uint8, uint16 or bool; "
             "convert floats in [0, 1] with rediffuse.imageio.to_uint8)"
         )
-    if fmt == "JPEG":
-        if im.mode == "RGBA":
-            raise ValueError(f"cannot write {path}: JPEG has no alpha channel")
-        save_kwargs.setdefault("quality", 95)
+    encode = _encoder(path, fmt, a, dict(save_kwargs))
 
     parent = path.parent if str(path.parent) else Path(".")
     try:
@@ -224,14 +327,21 @@ def write_image(path: str | os.PathLike, arr: np.ndarray, **save_kwargs: Any) ->
         raise OSError(f"cannot write {path}: {e.strerror or e}") from None
     try:
         with os.fdopen(fd, "wb") as f:
-            im.save(f, format=fmt, **save_kwargs)
+            encode(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError) and e.errno is not None:
+            # ENOSPC and friends: one line that names the file and says nothing was written
+            reason = "the disk is full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else (e.strerror or str(e))
+            err = OSError(f"cannot write {path}: {reason}; nothing was written"
+                          + (f" and the existing {path.name} is unchanged" if path.exists() else ""))
+            err.errno = e.errno
+            raise err from None
         raise
     return path

@@ -96,16 +96,20 @@ def test_inputs_as_files_16bit_and_alpha(tiny_model, tmp_path):
     Image.fromarray(b).save(pb)
     ref = fuse([a, b], tiny_model, steps=1)
     assert np.array_equal(fuse([pa, str(pb)], tiny_model, steps=1), ref)
-    # 16-bit arrays/files: the same numbers at 16-bit scale give the same result
+    # 16-bit arrays/files: the same numbers at 16-bit scale give the same result, at 16 bits
     a16, b16 = a.astype(np.uint16) * 257, b.astype(np.uint16) * 257
-    assert np.array_equal(fuse([a16, b16], tiny_model, steps=1), ref)
+    assert np.array_equal(fuse([a16, b16], tiny_model, steps=1, bits=8), ref)
+    r16 = fuse([a16, b16], tiny_model, steps=1)
+    assert r16.dtype == np.uint16 and np.abs(r16.astype(int) - ref.astype(int) * 257).max() <= 129
     Image.fromarray(a16).save(tmp_path / "a16.png")
-    assert F.load_stack_image(tmp_path / "a16.png").dtype == np.uint8  # exact 8-bit data in a 16-bit file
+    Image.fromarray(b16).save(tmp_path / "b16.png")
+    assert F.load_stack_image(tmp_path / "a16.png").dtype == np.uint16  # a 16-bit file stays 16-bit
+    assert np.array_equal(fuse([tmp_path / "a16.png", tmp_path / "b16.png"], tiny_model, steps=1), r16)
     fine = a16.copy()
     fine[0, 0] += 100  # a value that 8 bits cannot hold
     Image.fromarray(fine).save(tmp_path / "fine16.png")
     v = F.load_stack_image(tmp_path / "fine16.png")
-    assert v.dtype == np.float32 and abs(v[0, 0] - fine[0, 0] / 65535) < 1e-6
+    assert v.dtype == np.uint16 and v[0, 0] == fine[0, 0]
     # float images in [0, 1]
     assert np.array_equal(fuse([a / 255.0, b / 255.0], tiny_model, steps=1), ref)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):

@@ -119,7 +119,7 @@ def test_16bit_inputs_are_accepted(ckpt, tmp_path, capsys):
     code, _, err = run(fuse_args(ckpt, *paths, out=tmp_path / "o.png"), capsys)
     assert code == 0, err
     res = np.asarray(Image.open(tmp_path / "o.png"))
-    assert res.dtype == np.uint8 and res.shape == (40, 48)
+    assert res.dtype == np.uint16 and res.shape == (40, 48)  # 16 bits in, 16 bits out
     assert np.array_equal(res, fuse(a16, F.FusionModel(ckpt), steps=1))  # full 16-bit precision used
 
 
@@ -205,7 +205,7 @@ def test_error_unreadable_and_missing_inputs(ckpt, imgs, tmp_path, capsys):
 
 def test_error_fewer_than_two_inputs(ckpt, imgs, tmp_path, capsys):
     expect_error(capsys, fuse_args(ckpt, imgs["g1"], out=tmp_path / "o.png"),
-                 r"need at least two images to fuse, got 1 \(.*g1\.png\)")
+                 r"need at least two images to fuse, got 1 \(.*g1\.png\)", code=2)  # a usage error
     with pytest.raises(SystemExit) as e:  # none at all: an argparse usage error
         run(["fuse", "-o", tmp_path / "o.png"], capsys)
     assert e.value.code == 2
@@ -317,7 +317,7 @@ def test_python_dash_m_entry_point(ckpt, imgs, tmp_path):
                               text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
     r = dash_m(imgs["g1"], "-o", tmp_path / "o.png", "--checkpoint", ckpt)
-    assert r.returncode == 1 and "rediffuse fuse: error: need at least two images" in r.stderr
+    assert r.returncode == 2 and "rediffuse fuse: error: need at least two images" in r.stderr
     r = dash_m(imgs["g1"], imgs["g2"], "-o", tmp_path / "o.png", "--checkpoint", ckpt, "--steps", "1", "-q",
                "--device", "cpu", "--threads", "1")
     assert r.returncode == 0 and r.stderr == "" and (tmp_path / "o.png").is_file()

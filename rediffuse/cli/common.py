@@ -7,12 +7,16 @@ it loads the library (and torch) only when a command runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import warnings
+from typing import Iterator
 
 
 __all__ = [
     "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_INTERRUPTED", "DEVICE_CHOICES",
-    "device_parent", "runtime_parent", "setup_runtime", "nonneg_int", "pos_int", "run_command",
+    "device_parent", "runtime_parent", "setup_runtime", "nonneg_int", "pos_int", "seed_int", "run_command",
+    "UsageError", "SEED_LIMIT", "one_line_warnings",
 ]
 
 EXIT_OK = 0
@@ -29,6 +33,14 @@ THREADS_HELP = ("PyTorch CPU threads, 0 = PyTorch's default; small models often 
 # Exceptions the library raises with a one-line, user-facing message.
 EXPECTED_ERRORS = (ValueError, RuntimeError, FileNotFoundError, OSError)
 
+#: Seeds are 64-bit signed integers to torch.Generator: 0 ≤ seed < 2**63.
+SEED_LIMIT = 2**63
+
+
+class UsageError(ValueError):
+    """A command line that cannot work as given, found after parsing (e.g. an output file that is
+    one of the inputs): reported like argparse's usage errors, one line and exit code 2."""
+
 
 def nonneg_int(value: str) -> int:
     """argparse type: a whole number ≥ 0."""
@@ -43,9 +55,23 @@ def nonneg_int(value: str) -> int:
 
 def pos_int(value: str) -> int:
     """argparse type: a whole number ≥ 1."""
-    n = nonneg_int(value)
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
     if n < 1:
         raise argparse.ArgumentTypeError(f"expected a number ≥ 1, got {n}")
+    return n
+
+
+def seed_int(value: str) -> int:
+    """argparse type: a seed, a whole number from 0 to 2**63 - 1 (what torch.Generator takes)."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if not 0 <= n < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 2**63 - 1, got {n}")
     return n
 
 
@@ -70,8 +96,22 @@ def setup_runtime(args: argparse.Namespace) -> str:
     return setup(args.device, getattr(args, "threads", 0))
 
 
+@contextlib.contextmanager
+def one_line_warnings(prog: str) -> Iterator[None]:
+    """Show every warning raised inside as ``<prog>: warning: <message>`` on stderr (no file/line
+    noise, and repeated ones too: each names a different file)."""
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"{prog}: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        yield
+
+
 def run_command(args: argparse.Namespace) -> int:
-    """Run ``args.func``: one-line errors and exit code 1 (full traceback with ``--debug``)."""
+    """Run ``args.func``: one-line errors, exit code 2 for a ``UsageError`` and 1 for any other
+    expected error (full traceback with ``--debug``)."""
     try:
         return args.func(args)
     except KeyboardInterrupt:
@@ -82,4 +122,4 @@ def run_command(args: argparse.Namespace) -> int:
             raise
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"rediffuse {args.command}: error: {msg}", file=sys.stderr)
-        return EXIT_FAILURE
+        return EXIT_USAGE if isinstance(e, UsageError) else EXIT_FAILURE

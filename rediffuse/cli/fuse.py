@@ -2,7 +2,8 @@
 
 ``add_parser(sub)`` registers the command; ``rediffuse.cli.main`` runs it and turns the one-line
 exceptions raised here (``ValueError``, ``RuntimeError``, ``FileNotFoundError``, ``OSError``) into
-``rediffuse fuse: error: <message>`` and exit code 1 (full traceback with ``rediffuse --debug``).
+``rediffuse fuse: error: <message>`` and exit code 1, or 2 for a ``UsageError`` (full traceback with
+``rediffuse --debug``).
 """
 from __future__ import annotations
 
@@ -10,12 +11,11 @@ import argparse
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 
-from .common import nonneg_int, pos_int, runtime_parent, setup_runtime
+from .common import UsageError, nonneg_int, one_line_warnings, pos_int, runtime_parent, seed_int, setup_runtime
 
-__all__ = ["add_parser", "run", "check_output_path", "SAMPLER_NAMES", "DEFAULT_CHECKPOINT_NAME"]
+__all__ = ["add_parser", "run", "check_output_path", "check_not_an_input", "SAMPLER_NAMES", "DEFAULT_CHECKPOINT_NAME"]
 
 _PROG = "rediffuse fuse"
 
@@ -32,10 +32,13 @@ result; grey and colour mixed give colour (grey images count as neutral, with a 
 three or more are folded pairwise in the order given: ((IMG1 + IMG2) + IMG3) + ...
 
 All images must have the same size (align/register them first). EXIF orientation is applied,
-16-bit files are read at full precision, alpha channels are dropped with a warning. Images need at
-least 8 pixels per side; below the network's own minimum they are padded internally. The result
-has the size of the inputs; its format follows the extension of OUT (.png, .jpg, .tif, .bmp,
-.webp, ...) and it is written atomically: a failed or interrupted run leaves no file behind.
+16-bit files (PNG, TIFF; grey or colour) are read at full precision, alpha channels are dropped
+with a warning. Images need at least 8 pixels per side; below the network's own minimum they are
+padded internally. The result has the size of the inputs; its format follows the extension of OUT
+(.png, .jpg, .tif, .bmp, .webp, ...) and it is written atomically: a failed or interrupted run, or
+a full disk, leaves no file behind. 16-bit inputs give a 16-bit result in PNG and TIFF (JPEG and
+the other formats hold 8 bits: the result is rounded to 8 bits, with a note). OUT is never one of
+the inputs: the command refuses to overwrite a source photo.
 
 Large images are processed in overlapping tiles blended with smooth (raised-cosine) weights inside
 every sampling step, so memory stays bounded and no seams appear."""
@@ -50,7 +53,8 @@ examples:
   rediffuse fuse a.png b.png -o out.png --sampler ddim --steps 10 --threads 1 -q
   rediffuse --debug fuse a.png b.png -o out.png      # full traceback on errors
 
-exit status: 0 on success, 1 on an error (one line on stderr), 2 on a usage error."""
+exit status: 0 on success, 1 on an error (one line on stderr), 2 on a usage error (also one line:
+fewer than two images, an output that is one of the inputs, a bad option value)."""
 
 
 def _tile_arg(value: str) -> int | str:
@@ -87,8 +91,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--overlap", type=nonneg_int, metavar="N", default=None,
                    help="overlap of neighbouring tiles in pixels, less than half a tile "
                         "(default: a quarter of the tile); example: --overlap 128")
-    p.add_argument("--seed", type=int, metavar="S", default=0,
-                   help="seed of the initial noise; the same seed gives the same result (default: %(default)s)")
+    p.add_argument("--seed", type=seed_int, metavar="S", default=0,
+                   help="seed of the initial noise, 0 to 2**63 - 1; the same seed gives the same result "
+                        "(default: %(default)s)")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bar and no summary lines (warnings and errors are still printed)")
     p.set_defaults(func=run)
@@ -122,20 +127,33 @@ def check_output_path(path: str | os.PathLike) -> Path:
     return path
 
 
+def check_not_an_input(output: str | os.PathLike, inputs: list[str]) -> None:
+    """Refuse (``UsageError``) an output that is one of the inputs, however it is spelled: the same
+    resolved path, or the same file by device and inode (``os.path.samefile``: hard links,
+    symbolic links, case-insensitive file systems). Writing it would replace the user's photo."""
+    out = Path(output)
+    if not out.exists():  # a file that is not there yet cannot be an input
+        return
+    resolved = out.resolve()
+    for name in inputs:
+        try:
+            same = Path(name).resolve() == resolved or os.path.samefile(out, name)
+        except OSError:  # a missing input: reported when it is read
+            continue
+        if same:
+            suggestion = out.with_name(f"{out.stem}_fused{out.suffix}")
+            raise UsageError(f"the output {out} is the input {name}; writing it would destroy that photo: "
+                             f"name a new file with -o, e.g. -o {suggestion}")
+
+
 def _say(msg: str, quiet: bool = False) -> None:
     if not quiet:
         print(f"{_PROG}: {msg}", file=sys.stderr)
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"{_PROG}: warning: {message}", file=sys.stderr)
-
-
 def run(args: argparse.Namespace) -> int:
     """The ``fuse`` command: read, check, fuse, write. Raises one-line exceptions on errors."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        warnings.showwarning = _show_warning
+    with one_line_warnings(_PROG):
         return _run(args)
 
 
@@ -143,12 +161,16 @@ def _run(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     images = [str(p) for p in args.images]
     if len(images) < 2:
-        raise ValueError(f"need at least two images to fuse, got {len(images)} ({', '.join(images) or 'none'}); "
+        raise UsageError(f"need at least two images to fuse, got {len(images)} ({', '.join(images) or 'none'}); "
                          "e.g. rediffuse fuse near.jpg far.jpg -o fused.png")
+    check_not_an_input(args.output, images)
     out_path = check_output_path(args.output)
 
+    import numpy as np
+    from PIL import Image
+
     from ..fuse import FusionModel, check_stack, fuse, load_stack_image
-    from ..imageio import write_image
+    from ..imageio import SIXTEEN_BIT_FORMATS, write_image
 
     device = setup_runtime(args)
 
@@ -164,5 +186,7 @@ def _run(args: argparse.Namespace) -> int:
                                           else "whole image"), args.quiet)
     result = fuse(arrays, fm, settings=st, progress=not args.quiet, names=images)
     write_image(out_path, result)
-    _say(f"wrote {out_path} ({w}×{h}, {time.perf_counter() - t_start:.1f} s)", args.quiet)
+    fmt = Image.registered_extensions().get(out_path.suffix.lower())
+    bits = 16 if result.dtype == np.uint16 and fmt in SIXTEEN_BIT_FORMATS else 8
+    _say(f"wrote {out_path} ({w}×{h}, {bits}-bit, {time.perf_counter() - t_start:.1f} s)", args.quiet)
     return 0
