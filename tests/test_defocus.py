@@ -149,3 +149,24 @@ def test_unet_with_bottleneck_attention_is_exactly_equivariant():
     assert max(equivariance_error(net, x, k, forward_kwargs={"t": t}) for k in (1, 3)) <= 1e-5
     plain = _randomised(ReDiffuseUNet(conv="plain", base=16, mults=(1, 2, 4, 8, 8), groups=4, attention=4))
     assert equivariance_error(plain, x, 1, forward_kwargs={"t": t}) > 1e-2
+
+
+def test_training_on_layered_pairs_runs_and_learns_something(photo_folder, tmp_path):
+    from rediffuse.train import TrainConfig, train
+
+    cfg = TrainConfig(layered=50, photos=str(photo_folder), crop=32, batch=2, steps=3, prediction="weights",
+                      loss="l1_grad", T=50, model=dict(base=8, mults=(1, 2, 2), conv="bconv", groups=2,
+                                                       emb_dim=16, attention=2))
+    summary = train(cfg, tmp_path / "run", progress=False)
+    assert summary["steps_run"] == 3 and all(np.isfinite(summary["losses"]))
+    assert (tmp_path / "run" / "last.pt").is_file()
+
+
+def test_l1_grad_loss_needs_an_image_space_loss():
+    from rediffuse.diffusion import get_schedule, training_loss
+
+    net = ReDiffuseUNet(conv="plain", base=8, mults=(1,), groups=2, emb_dim=16)
+    x0, cond = torch.zeros(1, 1, 16, 16), torch.zeros(1, 2, 16, 16)
+    with pytest.raises(ValueError, match="l1_grad"):
+        training_loss(net, x0, cond, get_schedule("cosine", 50), prediction="eps", loss="l1_grad")
+    assert training_loss(net, x0, cond, get_schedule("cosine", 50), prediction="weights", loss="l1_grad") >= 0
