@@ -22,9 +22,9 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("models", {"unet", "diffusion", "defocus"}),
     ("data and metrics", {"data", "synthesis", "degradations", "metrics", "baselines", "peers"}),
     ("checkpoints", {"checkpoint"}),
-    ("pipelines", {"fuse", "train"}),
+    ("pipelines", {"fuse", "train", "resources"}),
     ("studies", {"evaluate", "fewstep", "restore", "ablation", "theory"}),
-    ("presentation", {"viz", "tutorial"}),
+    ("presentation", {"viz", "tutorial", "tutorial_solutions"}),
     ("interface", {"cli", "__main__", ""}),  # "" = the package itself (its public API)
 ]
 # optional third-party packages: the only imports allowed inside functions of the library
@@ -151,7 +151,7 @@ def test_no_function_level_imports_in_the_library():
 def test_equivariance_checker_is_small_and_standalone():
     path = PKG / "equivariance.py"
     assert len(path.read_text().splitlines()) <= 200
-    assert _graph()["equivariance"] <= {"groups"}
+    assert _graph()["equivariance"] <= {"groups", "runtime"}
 
 
 def _loaded_after(statement: str) -> set[str]:

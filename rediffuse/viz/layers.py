@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..bases import FilterBasis, rotated_coords
-from ..groups import rotate_image, rotate_image_angle
+from ..groups import disc_mask, rotate_image, rotate_image_angle
 
 
 def plot_basis(basis: FilterBasis, fine: int = 49, max_functions: int = 25):
@@ -127,6 +127,85 @@ def rotation_explorer(lift, image: torch.Tensor, field: int = 0):
         fig = draw(slider.value)
         # replace the outputs directly: capturing with ``with out:`` + clear_output can stall
         # unattended runs (papermill/nbclient)
+        out.outputs = ()
+        out.append_display_data(fig)
+        plt.close(fig)
+
+    slider.observe(redraw, names="value")
+    redraw()
+    return widgets.VBox([slider, out]), draw
+
+
+def _turn(x: torch.Tensor, degrees: float) -> torch.Tensor:
+    """Exact ``rot90`` at multiples of 90°, bicubic interpolation elsewhere."""
+    if abs(degrees / 90 - round(degrees / 90)) < 1e-9:
+        return rotate_image(x, int(round(degrees / 90)) % 4)
+    return rotate_image_angle(x, math.radians(degrees))
+
+
+def _cycle(h: torch.Tensor, k: int, m: int) -> torch.Tensor:
+    """Shift the orientation axis of regular fields ``[B, C*m, H, W]`` by ``k`` (no spatial turn)."""
+    B, Cm, H, W = h.shape
+    return h.reshape(B, Cm // m, m, H, W).roll(k, dims=2).reshape(B, Cm, H, W)
+
+
+def angle_error(lift, image: torch.Tensor, degrees: float, field: int | None = None) -> float:
+    """Relative error of ``lift(turn_θ x)`` against ``turn_θ lift(x)`` with the orientations shifted by
+    the nearest element of C_m, inside the disc that stays on the grid (``field=None``: all fields)."""
+    m = lift.m
+    k = round(degrees / (360 / m)) % m
+    with torch.no_grad():
+        got = lift(_turn(image, degrees))
+        want = _cycle(_turn(lift(image), degrees), k, m)
+    if field is not None:
+        got, want = got[:, field * m:(field + 1) * m], want[:, field * m:(field + 1) * m]
+    mask = disc_mask(*got.shape[-2:], margin=3.0)
+    return float(((got - want) * mask).norm() / ((want * mask).norm() + 1e-12))
+
+
+def angle_explorer(lift, image: torch.Tensor, field: int = 0, step: float = 5.0):
+    """Slider over *any* angle (degrees): the lifted field for the turned input (top) against the
+    unturned field turned and cycled by the nearest group element (bottom), and their error.
+
+    Exact (round-off) at the elements of C_m; in between, the regular representation has no exact
+    action and the error shows how far from a group element the angle is. Returns ``(widget, draw)``;
+    ``draw(degrees)`` makes the figure statically (for papermill runs).
+    """
+    import ipywidgets as widgets
+
+    m = lift.m
+
+    def draw(degrees: float = 0.0):
+        k = round(degrees / (360 / m)) % m
+        with torch.no_grad():
+            xr = _turn(image, degrees)
+            top = lift(xr)[0].reshape(-1, m, *xr.shape[-2:])[field]
+            pred = _cycle(_turn(lift(image), degrees), k, m)
+            bottom = pred[0].reshape(-1, m, *xr.shape[-2:])[field]
+        err = angle_error(lift, image, degrees, field)
+        fig, axes = plt.subplots(2, m + 1, figsize=(1.6 * (m + 1), 3.5), squeeze=False)
+        axes[0, 0].imshow(xr[0].permute(1, 2, 0).squeeze().clamp(0, 1).numpy(), cmap="gray")
+        axes[0, 0].set_title(f"input turned {degrees:.0f}°", fontsize=8)
+        axes[1, 0].axis("off")
+        axes[1, 0].text(0.0, 0.5, f"nearest group\nelement: {k}·{360 / m:.0f}°\nerror {err:.1e}", fontsize=8,
+                        transform=axes[1, 0].transAxes, va="center")
+        v = float(top.abs().max()) or 1.0
+        for t in range(m):
+            axes[0, t + 1].imshow(top[t].numpy(), cmap="RdBu_r", vmin=-v, vmax=v)
+            axes[0, t + 1].set_title(f"lift(turned x), o{t}", fontsize=7)
+            axes[1, t + 1].imshow(bottom[t].numpy(), cmap="RdBu_r", vmin=-v, vmax=v)
+            axes[1, t + 1].set_title(f"turned lift(x), o{t}", fontsize=7)
+        for ax in axes.flat:
+            ax.set_xticks([]), ax.set_yticks([])
+        fig.suptitle(f"field {field}, m = {m}: equal at multiples of {360 / m:.0f}°, close in between", fontsize=9)
+        fig.tight_layout()
+        return fig
+
+    slider = widgets.FloatSlider(value=0.0, min=0.0, max=360.0, step=step, description="angle (°)")
+    out = widgets.Output()
+
+    def redraw(*_):
+        fig = draw(slider.value)
         out.outputs = ()
         out.append_display_data(fig)
         plt.close(fig)
