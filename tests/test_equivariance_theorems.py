@@ -187,11 +187,87 @@ def test_network_quarter_turns_pointwise(field):
     assert res["plain"].max_errors.max() >= 1e-2
 
 
-def test_fit_recovers_known_constants():
-    d = np.array([1 / 16, 1 / 32, 1 / 64, 1 / 128])
-    checks = {m: th.NetworkCheck(str(m), d, 0.3 * d + 2.0 * d / m, 0 * d) for m in (4, 8, 16)}
-    c1, c2 = th.fit_network_constants(checks, skip_coarsest=0)
-    assert math.isclose(c1, 0.3, rel_tol=1e-4) and math.isclose(c2, 2.0, rel_tol=1e-4)
+def test_envelope_covers_every_point_and_touches_one():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        d = 2.0 ** -rng.uniform(2, 9, 12)
+        e = rng.uniform(0.01, 3.0, 12) * d ** rng.uniform(0.3, 2.0)
+        c = th.envelope_constant(d, e)
+        ratios = th.envelope_ratios(d, e, c)
+        assert np.all(c * d >= e) and ratios.max() <= 1.0  # in floating point too, not just on paper
+        assert np.isclose(ratios.max(), 1.0, rtol=1e-12)
+    assert th.envelope_constant([], []) == 0.0
+    with pytest.raises(ValueError):
+        th.envelope_constant([0.1, 0.2], [1.0])
+
+
+def test_needed_constants_are_error_over_delta():
+    d, e = np.array([0.5, 0.25]), np.array([0.1, 0.2])
+    assert np.allclose(th.needed_constants(d, e), [0.2, 0.8])
+    assert th.envelope_constant(d, e, shape=lambda x: x ** 2) == pytest.approx(3.2)
+
+
+def test_a_loglog_fit_leaves_points_above_it():
+    d = 2.0 ** -np.arange(3, 9)
+    e = 0.3 * d * np.exp(0.4 * np.random.default_rng(1).standard_normal(d.size))
+    a, b = th.loglog_fit(d, e)
+    assert np.any(e > a * d ** b)  # what a fit drawn as a bound looks like: violated
+    assert np.all(e <= th.envelope_constant(d, e) * d)
+
+
+def test_corollary_envelope_is_the_smallest_cover():
+    d = np.array([1 / 16, 1 / 32, 1 / 64] * 2)
+    m = np.array([4] * 3 + [8] * 3)
+    e = np.array([0.2, 0.1, 0.06, 0.1, 0.05, 0.02])
+    c1, c2 = th.corollary_envelope([1 / 16, 1 / 32], [0.05, 0.02], d, m, e)
+    assert c1 == pytest.approx(0.8)
+    bound = th.corollary_bound(d, m, c1, c2)
+    assert np.all(bound >= e) and np.isclose((e / bound).max(), 1.0)
+    # all points already under C₁δ: no orientation term needed
+    assert th.corollary_envelope(d, e, d, m, e * 0.5)[1] == 0.0
+
+
+def test_cubic_rotation_is_exact_at_quarter_turns_and_third_order(smooth_field):
+    x = th.sample_field(smooth_field, 1 / 16, 1.5)
+    for k in (1, 2, 3):
+        assert torch.equal(th.rotate_grid_cubic(x, k * math.pi / 2), rotate_image(x, k))
+    errs = []
+    for delta in (1 / 16, 1 / 32, 1 / 64):
+        x = th.sample_field(smooth_field, delta, 1.5)
+        exact = th.sample_field(smooth_field, delta, 1.5, theta=0.5)
+        n = (x.shape[-1] - 1) // 2
+        idx = torch.arange(2 * n + 1) - n
+        disc = (idx[:, None] ** 2 + idx[None, :] ** 2) <= (0.8 / delta) ** 2
+        errs.append(float((th.rotate_grid_cubic(x, 0.5) - exact)[0, 0][disc].abs().max()))
+    assert th.loglog_slope([1 / 16, 1 / 32, 1 / 64], errs) >= 2.7, errs
+
+
+@pytest.fixture(scope="module")
+def unet_sweep():
+    nets = {"m=4": th.build_unet(0, m=4), "m=8": th.build_unet(0, m=8, base=32)}
+    plan = {1 / 16: [0.0, 22.5, 45.0, 90.0, 112.5, 135.0], 1 / 32: [22.5, 45.0]}
+    return th.unet_angle_errors(nets, th.unet_test_fields(), plan)
+
+
+def test_unet_any_angle_sweep(unet_sweep):
+    for sw in unet_sweep.values():
+        assert sw.errors.shape == (2, 6) and np.isnan(sw.errors[1, 0])  # (1/32, 0°) was not asked for
+        quarter = sw.points("quarter")[1]
+        assert quarter.size == 2 and quarter.max() <= 1e-5  # Corollary 3.5: float round-off
+        assert sw.points("other")[1].min() >= 1e-3
+        row = sw.errors[0]
+        j = {a: i for i, a in enumerate(sw.angles)}
+        assert row[j[112.5]] == pytest.approx(row[j[22.5]], rel=1e-3)  # exact C4: the curve repeats every 90°
+        assert np.nanmax(sw.floor) <= 1e-2  # the output rotation adds little
+    assert unet_sweep["m=8"].in_group().tolist() == [True, False, True, True, False, True]
+    assert unet_sweep["m=4"].points("group")[1].size == 2 and unet_sweep["m=8"].points("group")[1].size == 5
+
+
+def test_unet_error_map_matches_the_sweep(unet_sweep):
+    emap = th.unet_error_map(th.build_unet(0, m=8, base=32), th.unet_test_fields(), 1 / 16, math.pi / 4)
+    assert np.isnan(emap[0, 0])
+    j = int(np.flatnonzero(unet_sweep["m=8"].angles == 45.0)[0])
+    assert np.nanmax(emap) == pytest.approx(unet_sweep["m=8"].errors[0, j], rel=1e-5)
 
 
 def test_unet_is_exact_at_quarter_turns():

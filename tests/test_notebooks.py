@@ -47,11 +47,26 @@ def check_02_equivariance_theorems(r):
         assert 0.8 <= r[f"{op}_slope"] <= 1.3
         assert len(r[f"{op}_max_errors"]) >= 6  # at least five octaves of δ
     assert 1.7 <= r["bilinear_smooth_slope"] <= 2.3
+    # every bound the notebook draws lies on or above the points it is drawn over (envelopes, not fits)
+    ratios = r["bound_ratios"]
+    assert len(ratios) >= 12 and all(0 < v <= 1.0 for v in ratios.values()), ratios
+    assert any(k.startswith("Thm 3.4") for k in ratios) and any(k.startswith("Cor 3.6 U-Net") for k in ratios)
     assert r["groupnorm_field_error"] <= 1e-6
     assert min(r["groupnorm_plain_affine_error"], r["groupnorm_plain_split_error"]) >= 1e-2
+    ex = r["exercise_bias_offset"]
+    assert abs(ex["predicted_relative"] - ex["measured_relative"]) <= 1e-4 * ex["measured_relative"]  # float32
+    assert r["exercise_envelope"]["points_above_fit"] >= 1  # the log–log fit is no bound
     assert r["quarter_turn_rote_max_error"] <= 1e-5 and r["quarter_turn_pointwise_rote_max_error"] <= 1e-5
     assert r["quarter_turn_plain_min_error"] >= 1e-2
     assert r["unet_available"] and r["quarter_turn_unet_max_error"] <= 1e-5
+    # the U-Net at any angle: exact at quarter turns, periodic in 90°, not exact in between
+    for name, u in r["unet_any_angle"].items():
+        # (largest pixel error over the output's range, float32, grids up to 451²: round-off, not 1e-7)
+        assert u["quarter_turn_max_error"] <= 1e-4 and u["min_non_quarter_error"] >= 1e-3, (name, u)
+        assert u["period_90_max_diff"] <= 1e-4 and u["floor_max"] <= 1e-2, (name, u)
+        assert len(u["sweep_angles"]) >= 33 and min(u["sweep_angles"]) == 0 and max(u["sweep_angles"]) == 360
+    m8 = r["unet_any_angle"]["U-Net m=8"]["max_errors"]
+    assert m8[-1] < 0.1 * m8[0], m8  # the m = 8 U-Net's error falls with δ
     assert len(r["variants"]) == 8
     for v in r["variants"].values():
         assert v["mistake"] >= 1e-2 and v["fix"] <= 1e-5

@@ -1,5 +1,6 @@
 """The tutorial's exercises: the references pass their checks, wrong answers fail them, and an
 unwritten exercise falls back to the reference (so papermill runs every notebook end to end)."""
+import numpy as np
 import pytest
 import torch
 
@@ -50,3 +51,42 @@ def test_unwritten_exercise_uses_the_reference_until_told_not_to(capsys):
 def test_unknown_exercise_name():
     with pytest.raises(ValueError, match="unknown exercise"):
         ts.exercise("nope")
+
+
+# ------------------------------------------------------------------------- notebook 02
+
+def test_notebook02_references_pass_their_checks():
+    assert ts.check_bias_offset(ts.bias_offset).startswith("correct")
+    assert ts.check_envelope_constant(ts.envelope_constant).startswith("correct")
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (lambda b, m, k: -ts.bias_offset(b, m, k), "sign"),
+    (lambda b, m, k: b - b.reshape(-1, m).roll(-k * m // 4, 1).reshape(-1), "wrong way"),
+    (lambda b, m, k: b - b.reshape(-1, m).roll(k, 1).reshape(-1), "m/4 orientation steps"),
+    (lambda b, m, k: torch.zeros_like(b), "no defect"),
+    (lambda b, m, k: b[:m], "shape"),
+])
+def test_a_wrong_bias_prediction_fails(wrong, message):
+    with pytest.raises(ts.ExerciseError, match=message):
+        ts.check_bias_offset(wrong)
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (lambda d, e: float(np.mean(np.asarray(e) / np.asarray(d))), "lies above your bound"),
+    (lambda d, e: ts.loglog_fit(d, e)[0] if np.unique(d).size > 1 else float(e[0] / d[0]), "least-squares fit"),
+    (lambda d, e: float(np.median(np.asarray(e) / np.asarray(d))), "lies above your bound"),
+    (lambda d, e: 1.5 * float(np.max(np.asarray(e) / np.asarray(d))), "larger than needed"),
+    (lambda d, e: [1.0, 2.0], "one number"),
+])
+def test_a_wrong_envelope_fails(wrong, message):
+    with pytest.raises(ts.ExerciseError, match=message):
+        ts.check_envelope_constant(wrong)
+
+
+def test_unwritten_notebook02_exercises_fall_back_to_the_reference():
+    @ts.exercise("envelope_constant")
+    def envelope_constant(deltas, errors):
+        raise NotImplementedError
+
+    assert ts.check_envelope_constant(envelope_constant).startswith("correct")

@@ -161,7 +161,7 @@ class Pool(_Typed):
 
 class SkipBlock(_Typed):
     """x + up(down(x)): the coarse path is brought back to the skip's size by upsampling ×2 and
-    cropping the top-left corner (``crop=True``, the official code's habit) or by resizing straight
+    cropping the top-left corner (``crop=True``, as we read the official code) or by resizing straight
     to the skip's size (``layers.resize``)."""
 
     def __init__(self, fields: int, m: int, crop: bool):

@@ -2,28 +2,34 @@
 
 A stride-1 conv network is evaluated at continuous points of a ``fields.GaborField`` (one small
 forward pass per point, nothing interpolated), so its pointwise error ``|Φ_δ[π_θ e](x) − Φ_δ[e](R_θ⁻¹x)|``
-can be followed as the mesh ``δ`` and the number of orientations ``m`` shrink. ``build_unet`` and
-``unet_quarter_turn_errors`` check the package's own diffusion U-Net at quarter turns.
+can be followed as the mesh ``δ`` and the number of orientations ``m`` shrink.
+
+The package's diffusion U-Net (``build_unet``) resamples its grid and normalises over the whole
+image, so a point cannot be evaluated on a patch of its own; ``unet_angle_errors`` runs it on whole
+grids instead: the turned fields are sampled exactly, and only the output ``Φ_δ[e]`` is turned, with a
+third-order interpolation (``fields.rotate_grid_cubic``) whose own error is recorded next to it.
+``unet_quarter_turn_errors`` is the discrete check at quarter turns.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
-from scipy.optimize import least_squares
 
 from ..bases import BicubicBasis
 from ..bconv import LiftConv2d, ProjectConv2d
 from ..equivariance import equivariance_errors, randomize_constant_parameters
 from ..unet import ReDiffuseUNet
-from .fields import _grid_coords, _inverse_rotations, loglog_slope, random_points
+from .fields import (GaborField, _grid_coords, _inverse_rotations, loglog_slope, random_points, rotate_grid_cubic,
+                     sample_field)
 
 __all__ = ["rote_stack", "plain_stack", "receptive_radius", "network_pointwise_errors", "NetworkCheck",
-           "network_errors", "fit_network_constants", "network_error_map", "build_unet",
-           "unet_quarter_turn_errors"]
+           "network_errors", "network_error_map", "build_unet", "unet_quarter_turn_errors", "unet_test_fields",
+           "render_fields", "AngleSweep", "unet_angle_errors", "unet_error_map"]
 
 
 def rote_stack(m: int, fields: int = 4, kernel_size: int = 5, hidden: int = 2, seed: int = 0,
@@ -172,27 +178,6 @@ def network_errors(nets: dict[str, nn.Module], field: Callable, deltas: Sequence
     return {name: NetworkCheck(name, deltas, np.array(mx[name]), np.array(mean[name])) for name in nets}
 
 
-def fit_network_constants(checks: dict[int, NetworkCheck], skip_coarsest: int = 1) -> tuple[float, float]:
-    """Fit Corollary 3.6's form ``error ≈ C₁·δ + C₂·δ/m`` (C₁, C₂ ≥ 0) to the max errors of the same
-    network at several m (``{m: NetworkCheck}``), leaving out the ``skip_coarsest`` coarsest meshes
-    (before the asymptotic regime sets in). Residuals are taken in log space, so every point counts
-    by its ratio to the model, as on a log–log plot."""
-    rows = [(dd, 1.0 / m, ee) for m, chk in checks.items()
-            for dd, ee in list(zip(chk.deltas, chk.max_errors))[skip_coarsest:] if ee > 0]
-    d, inv_m, e = (np.array(col, dtype=np.float64) for col in zip(*rows)) if rows else ([], [], [])
-    if len(e) < 2:
-        raise ValueError("need at least two positive errors to fit C1, C2")
-    scale = float(np.median(e / d))  # fit in units where the constants are O(1)
-
-    def residuals(c):
-        return np.log((c[0] * d + c[1] * d * inv_m) * scale + 1e-300) - np.log(e)
-
-    best = least_squares(residuals, x0=[0.1, 1.0], bounds=([0.0, 0.0], [np.inf, np.inf]))
-    c1, c2 = (float(c) for c in best.x * scale)
-    # a constant pinned at its bound comes back as round-off (1e-20 …): report it as the 0 it is
-    return (0.0 if c1 < 1e-9 * c2 else c1), (0.0 if c2 < 1e-9 * c1 else c2)
-
-
 def network_error_map(net: nn.Module, field: Callable, delta: float, theta: float, radius: float = 0.7,
                       resolution: int = 64) -> np.ndarray:
     """``network_pointwise_errors`` on a ``resolution²`` raster of the disc (NaN outside), relative to
@@ -226,3 +211,142 @@ def unet_quarter_turn_errors(size: tuple[int, int] = (37, 44), seed: int = 0, dt
     x = torch.randn(1, net.config["in_channels"], *size, generator=gen).to(dtype)
     t = torch.full((1,), timestep, dtype=dtype)
     return equivariance_errors(net, x, (1, 2, 3), forward_kwargs={"t": t})
+
+
+# ---------------------------------------------------------------------------------------------------
+# the U-Net at any angle
+# ---------------------------------------------------------------------------------------------------
+
+def unet_test_fields(n_fields: int = 3, seed: int = 0) -> list[GaborField]:
+    """Smooth inputs for the U-Net, one field per input channel (sources A, B and the noisy image):
+    six Gabor bumps each (width 0.15–0.3, at most 3 cycles per unit), centred within 0.3 of the
+    origin, so that beyond radius 1.65 every bump is below 1e-4 of its amplitude."""
+    return [GaborField.random(6, seed=seed + i, radius=0.3, width=(0.15, 0.3), frequency=(0.0, 3.0))
+            for i in range(n_fields)]
+
+
+def _support_radius(fields: Sequence[GaborField], decay: float = 4.5) -> float:
+    """A radius outside which every bump is below ``exp(−decay²/2)`` of its amplitude."""
+    return max(float(np.max(np.linalg.norm(f.centers, axis=-1) + decay * f.widths)) for f in fields)
+
+
+def render_fields(fields: Sequence[Callable], delta: float, theta: float, half_width: float,
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``[1, len(fields), N, N]``: every field turned by ``theta``, sampled exactly on the centred grid of
+    mesh ``delta`` reaching ``half_width`` (``N = 2·round(half_width/δ) + 1``)."""
+    return torch.cat([sample_field(f, delta, half_width, theta, dtype=dtype) for f in fields], dim=1)
+
+
+@dataclass
+class AngleSweep:
+    """Relative errors ``max |Φ_δ[π_θ e] − π_θ Φ_δ[e]| / span Φ_δ[e]`` (in the measurement disc) of one
+    network over mesh sizes × angles. ``errors[i, j]`` is NaN where (δᵢ, θⱼ) was not measured;
+    ``floor[i, j]`` is the same measurement of the identity map, i.e. the error the output rotation
+    itself contributes."""
+
+    name: str
+    m: int
+    deltas: np.ndarray      # [D]
+    angles: np.ndarray      # [A] degrees
+    errors: np.ndarray      # [D, A]
+    floor: np.ndarray       # [D, A]
+
+    def in_group(self) -> np.ndarray:
+        """``[A]`` bool: angles that are elements of C_m (multiples of 360°/m)."""
+        steps = self.angles * self.m / 360.0
+        return np.abs(steps - np.round(steps)) < 1e-9
+
+    def quarter_turns(self) -> np.ndarray:
+        steps = self.angles / 90.0
+        return np.abs(steps - np.round(steps)) < 1e-9
+
+    def points(self, angles: str = "all") -> tuple[np.ndarray, np.ndarray]:
+        """Measured ``(δ, error)`` pairs, flattened. ``angles``: ``"all"``, ``"group"`` (elements of C_m:
+        Theorem 3.4's case), ``"other"`` (not in C_m: what Corollary 3.6 adds) or ``"quarter"``."""
+        sel = {"all": np.ones(len(self.angles), bool), "group": self.in_group(), "other": ~self.in_group(),
+               "quarter": self.quarter_turns()}[angles]
+        d = np.broadcast_to(self.deltas[:, None], self.errors.shape)[:, sel]
+        e = self.errors[:, sel]
+        ok = np.isfinite(e)
+        return d[ok].astype(np.float64), e[ok].astype(np.float64)
+
+    def max_errors(self, angles: str = "all") -> np.ndarray:
+        """``[D]``: the largest measured error at each δ over the selected angles (NaN if none)."""
+        out = []
+        for d in self.deltas:
+            dd, ee = self.points(angles)
+            ee = ee[dd == d]
+            out.append(float(ee.max()) if ee.size else float("nan"))
+        return np.array(out)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "m": self.m, "deltas": self.deltas.tolist(), "angles": self.angles.tolist(),
+                "errors": [[None if not np.isfinite(v) else float(v) for v in row] for row in self.errors],
+                "floor": [[None if not np.isfinite(v) else float(v) for v in row] for row in self.floor]}
+
+
+class _UNetGrid:
+    """The grid of one mesh size: the unturned samples, the measurement disc, the comparison."""
+
+    def __init__(self, fields, delta: float, half: float, radius: float, margin: int):
+        self.fields, self.delta = fields, float(delta)
+        self.n = int(math.ceil(half / delta)) + margin
+        self.x0 = render_fields(fields, delta, 0.0, self.n * delta)
+        idx = torch.arange(2 * self.n + 1, dtype=torch.float64) - self.n
+        self.disc = (idx[:, None] ** 2 + idx[None, :] ** 2) <= (radius / delta) ** 2
+
+    def turned(self, theta: float) -> torch.Tensor:
+        return render_fields(self.fields, self.delta, theta, self.n * self.delta)
+
+    def error_map(self, y_turned: torch.Tensor, y0: torch.Tensor, theta: float) -> torch.Tensor:
+        """``|y_turned − π_θ y0|`` (max over channels) divided by the range of ``y0`` in the disc."""
+        ref = y0[0]
+        span = float(ref.amax(0)[self.disc].max() - ref.amin(0)[self.disc].min()) or 1.0
+        return (y_turned - rotate_grid_cubic(y0, theta))[0].abs().amax(0) / span
+
+    def relative_max(self, y_turned: torch.Tensor, y0: torch.Tensor, theta: float) -> float:
+        return float(self.error_map(y_turned, y0, theta)[self.disc].max())
+
+
+@torch.no_grad()
+def unet_error_map(net: nn.Module, fields: Sequence[GaborField], delta: float, theta: float, radius: float = 0.8,
+                   margin: int = 16, timestep: float = 123.0) -> np.ndarray:
+    """The per-pixel error of ``unet_angle_errors`` at one (δ, θ): ``[N, N]``, NaN outside the disc."""
+    grid = _UNetGrid(fields, delta, _support_radius(fields), radius, margin)
+    t = torch.full((1,), float(timestep))
+    emap = grid.error_map(net(grid.turned(theta), t), net(grid.x0, t), theta).double().numpy()
+    emap[~grid.disc.numpy()] = np.nan
+    return emap
+
+
+@torch.no_grad()
+def unet_angle_errors(nets: dict[str, nn.Module], fields: Sequence[GaborField],
+                      plan: dict[float, Sequence[float]], radius: float = 0.8, margin: int = 16,
+                      timestep: float = 123.0) -> dict[str, AngleSweep]:
+    """Measure image → image networks (``ReDiffuseUNet``s, called as ``net(x, t)``) at any angle.
+
+    ``plan`` maps each mesh size δ to the angles (degrees) to measure there. For every δ the fields
+    are sampled on a centred grid that holds all of them plus ``margin`` pixels — so zero padding and
+    the GroupNorm statistics see the same empty border on both sides of the comparison — once
+    unturned and once turned by each angle, exactly (the fields are formulas). The error at (δ, θ) is
+    ``max |Φ(turned samples) − rotate_grid_cubic(Φ(samples), θ)|`` over the output channels and the
+    disc of ``radius``, divided by the range of ``Φ(samples)`` in that disc.
+    """
+    plan = {float(d): aa for d, aa in plan.items()}
+    deltas = np.array(sorted(plan, reverse=True))
+    angles = np.array(sorted({float(a) for aa in plan.values() for a in aa}))
+    half = _support_radius(fields)
+    err = {name: np.full((len(deltas), len(angles)), np.nan) for name in nets}
+    floor = np.full((len(deltas), len(angles)), np.nan)
+    t = torch.full((1,), float(timestep))
+    for i, delta in enumerate(deltas):
+        grid = _UNetGrid(fields, delta, half, radius, margin)
+        y0 = {name: net(grid.x0, t) for name, net in nets.items()}
+        for a in sorted({float(v) for v in plan[float(delta)]}):
+            j = int(np.flatnonzero(np.isclose(angles, a))[0])
+            xt = grid.turned(math.radians(a))
+            floor[i, j] = grid.relative_max(xt[:, :1], grid.x0[:, :1], math.radians(a))
+            for name, net in nets.items():
+                err[name][i, j] = grid.relative_max(net(xt, t), y0[name], math.radians(a))
+    return {name: AngleSweep(name, int(getattr(net, "m", 4)), deltas, angles, err[name], floor.copy())
+            for name, net in nets.items()}

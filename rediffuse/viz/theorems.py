@@ -5,11 +5,19 @@ Measurements come from ``rediffuse.theory``; this module only draws them:
 - ``plot_field``            the continuous test field and its gradient norm (where ``G`` comes from)
 - ``plot_bound_checks``     Theorems 3.1 / 3.2: max error against δ, the bound, the fitted slope
 - ``plot_groupnorm``        Theorem 3.3: three normalisations, float round-off against O(1)
-- ``plot_network_checks``   Theorem 3.4 / Corollary 3.6: whole networks against δ, m = 4, 8, 16
+- ``plot_network_checks``   Theorem 3.4 / Corollary 3.6: whole networks against δ, with envelopes
+- ``plot_angle_sweep``      the U-Net's error from 0° to 360°, group angles marked
+- ``plot_unet_deltas``      the U-Net's error against δ with envelopes, and the constant each δ needs
+- ``plot_fit_vs_envelope``  a log–log fit (runs under points) next to the envelope (covers them all)
 - ``plot_quarter_turns``    Corollary 3.5: quarter turns, Rot-E against plain
 - ``plot_design_mistakes``  each construction that breaks equivariance next to its fix
 - ``plot_error_maps``       per-pixel error maps in the style of the paper's Figure 8
 - ``draw_explorer`` / ``theorem_explorer``  angle, δ, m and operator under the reader's control
+- ``draw_unet_map`` / ``unet_map_explorer``  the U-Net's error map at an angle of the reader's choice
+- ``fmt`` / ``markdown_table``  numbers and tables for ``IPython.display.Markdown``
+
+Every bound drawn over measurements is an *envelope* (``rediffuse.theory.envelopes``): on or above
+every point it is drawn over, never a fit through them.
 """
 from __future__ import annotations
 
@@ -22,15 +30,21 @@ import numpy as np
 from ..theory import (
     BOUND_CONSTANTS,
     SHARP_CONSTANTS,
+    AngleSweep,
     BoundCheck,
     NetworkCheck,
     check_bound,
+    corollary_bound,
     network_error_map,
     pointwise_error_map,
+    render_fields,
+    unet_error_map,
 )
 
-__all__ = ["plot_field", "plot_bound_checks", "plot_groupnorm", "plot_network_checks", "plot_quarter_turns",
-           "plot_design_mistakes", "plot_error_maps", "draw_explorer", "theorem_explorer", "OPERATOR_LABELS"]
+__all__ = ["plot_field", "plot_bound_checks", "plot_groupnorm", "plot_network_checks", "plot_angle_sweep",
+           "plot_unet_deltas", "plot_fit_vs_envelope", "plot_quarter_turns", "plot_design_mistakes",
+           "plot_error_maps", "draw_explorer", "theorem_explorer", "draw_unet_map", "unet_map_explorer", "fmt",
+           "markdown_table", "OPERATOR_LABELS"]
 
 OPERATOR_LABELS = {
     "maxpool": "max pooling (Thm 3.1)",
@@ -39,6 +53,33 @@ OPERATOR_LABELS = {
     "plain": "plain CNN (no guarantee)",
 }
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
+
+
+def fmt(x, digits: int = 3) -> str:
+    """A number for a table: scientific notation when small (< 0.01) or large (≥ 1e4), else ``digits``
+    significant figures; exact zero as ``0``, NaN/None as ``–``."""
+    if x is None:
+        return "–"
+    x = float(x)
+    if not math.isfinite(x):
+        return "–" if math.isnan(x) else ("∞" if x > 0 else "−∞")
+    if x == 0:
+        return "0"
+    if abs(x) < 1e-2 or abs(x) >= 1e4:
+        return f"{x:.{max(digits - 1, 0)}e}"
+    return f"{x:.{digits}g}"
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence], align: str | None = None) -> str:
+    """A Markdown table (``IPython.display.Markdown(markdown_table(...))``); numbers go through ``fmt``.
+    ``align``: one of ``l``/``r``/``c`` per column (default: first left, the rest right)."""
+    align = align or ("l" + "r" * (len(headers) - 1))
+    marks = {"l": ":---", "r": "---:", "c": ":---:"}
+    cell = lambda v: fmt(v) if isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool) \
+        else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(marks[a] for a in align) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def _plt():
@@ -121,23 +162,105 @@ def plot_groupnorm(errors: dict[str, float], labels: dict[str, str] | None = Non
     return fig
 
 
-def plot_network_checks(checks: dict[str, NetworkCheck], fit: tuple[float, float] | None = None,
-                        ms: dict[str, int] | None = None, title: str = ""):
-    """Relative max error of whole networks against δ (log–log); with ``fit = (C₁, C₂)`` and
-    ``ms = {name: m}`` the fitted ``C₁δ + C₂δ/m`` lines are drawn for the Rot-E networks."""
+def plot_network_checks(checks: dict[str, NetworkCheck], bounds: dict[str, tuple[np.ndarray, str]] | None = None,
+                        title: str = "", ax=None):
+    """Relative max error of whole networks against δ (log–log). ``bounds = {name: (values at that
+    check's δ, label)}`` draws each network's bound dashed in its colour (envelopes: on or above the
+    points)."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.6, 4.0))
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5.6, 4.0))
     for i, (name, chk) in enumerate(checks.items()):
         color = f"C{i}"
         ax.loglog(chk.deltas, chk.max_errors, "o-", color=color, label=f"{name} (slope {chk.slope:.2f})")
-        if fit is not None and ms is not None and name in ms:
-            c1, c2 = fit
-            ax.loglog(chk.deltas, c1 * chk.deltas + c2 * chk.deltas / ms[name], "--", color=color, lw=0.9)
-    if fit is not None:
-        ax.plot([], [], "--", color="0.3", label=f"fit C₁δ + C₂δ/m: C₁={fit[0]:.2g}, C₂={fit[1]:.2g}")
+        if bounds and name in bounds:
+            values, label = bounds[name]
+            ax.loglog(chk.deltas, values, "--", color=color, lw=1.1, label=label)
     ax.set_xlabel("mesh size δ")
     ax.set_ylabel("max |Φ[π_θ e](x) − Φ[e](R⁻¹x)| / max |Φ|")
     ax.set_title(title or "whole networks, random angles", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_angle_sweep(sweeps: dict[str, AngleSweep], delta: float, title: str = ""):
+    """Error against angle (0°–360°) at one mesh size for each network, log scale; the angles of each
+    network's group C_m are marked (filled), quarter turns sit at float round-off (Corollary 3.5), and
+    the grey line is the identity's error: what the output rotation itself adds."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(9.6, 4.2))
+    floor = None
+    for i, (name, sw) in enumerate(sweeps.items()):
+        row = int(np.flatnonzero(np.isclose(sw.deltas, delta))[0])
+        ok = np.isfinite(sw.errors[row])
+        a, e = sw.angles[ok], np.maximum(sw.errors[row][ok], 1e-9)
+        ax.semilogy(a, e, "-", color=f"C{i}", lw=1.2, label=f"{name}")
+        g = sw.in_group()[ok]
+        ax.semilogy(a[g], e[g], "o", color=f"C{i}", ms=6, label=f"{name}: angles of C_{sw.m}")
+        ax.semilogy(a[~g], e[~g], ".", color=f"C{i}", ms=4)
+        floor = (a, np.maximum(sw.floor[row][ok], 1e-9))
+    if floor is not None:
+        ax.semilogy(*floor, ":", color="0.5", lw=1, label="identity (the output rotation's own error)")
+    ax.axhline(FLOAT32_EPS, color="k", lw=0.6, ls=":")
+    ax.text(2, FLOAT32_EPS * 1.6, "float32 ε", fontsize=7)
+    ax.set_xticks(np.arange(0, 361, 45))
+    ax.set_xlabel("rotation angle θ (degrees)")
+    ax.set_ylabel("max |Φ(π_θ e) − π_θ Φ(e)| / range Φ")
+    ax.set_title(title or f"the U-Net at every angle, δ = 1/{1 / delta:.0f}", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def plot_unet_deltas(sweeps: dict[str, AngleSweep], bounds: dict[str, tuple[float, str]], title: str = ""):
+    """Left: each network's largest error over the measured angles against δ, with its envelope
+    ``K·δ`` (``bounds = {name: (K, label)}``). Right: ``error/δ``, the constant each δ needs on its own;
+    the theorem's form asks for one constant that works for every δ."""
+    plt = _plt()
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10.4, 3.9))
+    for i, (name, sw) in enumerate(sweeps.items()):
+        d, e = sw.deltas, sw.max_errors("other")
+        ok = np.isfinite(e)
+        ax.loglog(d[ok], e[ok], "o-", color=f"C{i}", label=f"{name}: largest error over angles")
+        if name in bounds:
+            k, label = bounds[name]
+            ax.loglog(d[ok], k * d[ok], "--", color=f"C{i}", lw=1.1, label=label)
+            ax2.loglog(d[ok], e[ok] / d[ok], "o-", color=f"C{i}", label=name)
+            ax2.axhline(k, color=f"C{i}", ls="--", lw=0.9)
+    first = next(iter(sweeps.values()))
+    ax.loglog(first.deltas, np.nanmax(first.floor, axis=1), ":", color="0.5",
+              label="identity (the output rotation's own error)")
+    for a in (ax, ax2):
+        a.set_xlabel("mesh size δ")
+        a.grid(True, which="both", alpha=0.3)
+    ax.set_ylabel("relative error")
+    ax2.set_ylabel("error / δ  (the constant this δ needs)")
+    ax.set_title(title or "the U-Net against δ (angles outside the group)", fontsize=9)
+    ax2.set_title("dashed: the envelope's constant (the largest of these)", fontsize=9)
+    ax.legend(fontsize=7)
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_fit_vs_envelope(deltas, errors, constant: float, fit: tuple[float, float], title: str = ""):
+    """The same points with a log–log least-squares fit ``a·δ^b`` (dotted: points lie above it) and the
+    envelope ``C·δ`` (dashed: on or above every point); points above the fit are ringed."""
+    plt = _plt()
+    d, e = np.asarray(deltas, dtype=np.float64), np.asarray(errors, dtype=np.float64)
+    a, b = fit
+    order = np.argsort(d)
+    fig, ax = plt.subplots(figsize=(5.6, 4.0))
+    ax.loglog(d, e, "o", color="C3", label="measured")
+    above = e > a * d ** b
+    ax.loglog(d[above], e[above], "o", ms=12, mfc="none", color="k", label=f"{above.sum()} points above the fit")
+    ax.loglog(d[order], a * d[order] ** b, ":", color="C0", lw=1.5, label=f"log–log fit {a:.3g}·δ^{b:.2f}")
+    ax.loglog(d[order], constant * d[order], "--", color="k", lw=1.2, label=f"envelope C·δ, C = {constant:.3g}")
+    ax.set_xlabel("mesh size δ")
+    ax.set_ylabel("error")
+    ax.set_title(title or "a fit runs through the points; a bound must lie above them", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -222,13 +345,16 @@ def plot_error_maps(image, rows: Sequence[tuple[str, dict[str, np.ndarray]]], cm
 # ---------------------------------------------------------------------------------------------------
 
 def draw_explorer(field, operator: str = "maxpool", angle_deg: float = 30.0, delta: float = 1 / 32, m: int = 8,
-                  nets: dict | None = None, fit: tuple[float, float] | None = None, G: float | None = None,
-                  radius: float = 0.7, resolution: int | None = None, n_points: int = 10000, seed: int = 0):
+                  nets: dict | None = None, envelope: tuple[float, float] | None = None,
+                  measured: dict | None = None, G: float | None = None, radius: float = 0.7,
+                  resolution: int | None = None, n_points: int = 10000, seed: int = 0):
     """Error map at one (operator, angle, δ, m) and, beside it, the bound against δ with this δ marked.
 
     ``operator``: ``"maxpool"`` / ``"bilinear"`` (pointwise operators: ``m`` does not enter — they act
     on every orientation channel alone), ``"rote"`` (``nets[m]``, a Rot-E network) or ``"plain"``
-    (``nets["plain"]``). For networks the right panel draws ``C₁δ + C₂δ/m`` from ``fit``.
+    (``nets["plain"]``). For Rot-E networks the right panel draws the measured largest errors
+    (``measured = {m: NetworkCheck}``) and their envelope ``C₁δ + C₂δ/m`` (``envelope = (C₁, C₂)``) over
+    the measured mesh sizes; the map's own value is a new measurement, so it may fall outside them.
     Returns ``(figure, max error shown in the map)``.
     """
     plt = _plt()
@@ -258,12 +384,14 @@ def draw_explorer(field, operator: str = "maxpool", angle_deg: float = 30.0, del
         label = f"Rot-E, m = {m}" if operator == "rote" else "plain CNN"
         ax_map.set_title(f"{label}, θ = {angle_deg:.0f}°, δ = {delta:.4g}\nrelative max error {value:.2e}",
                          fontsize=8)
-        if fit is not None:
-            c1, c2 = fit
-            for mm in sorted(k for k in nets if isinstance(k, int)):
-                ax_curve.loglog(deltas, c1 * deltas + c2 * deltas / mm, "-", lw=1 + (mm == m),
-                                color="k" if mm == m else "0.7", label=f"C₁δ + C₂δ/m, m = {mm}")
-        ax_curve.loglog([delta], [max(value, 1e-12)], "*", ms=14, color="C1", label="this map")
+        if operator == "rote" and measured is not None and m in measured:
+            chk = measured[m]
+            ax_curve.loglog(chk.deltas, chk.max_errors, "o-", color="C3", label=f"measured, m = {m}, random θ")
+            if envelope is not None:
+                ax_curve.loglog(chk.deltas, corollary_bound(chk.deltas, m, *envelope), "k--", lw=1.2,
+                                label="envelope C₁δ + C₂δ/m")
+        ax_curve.loglog([delta], [max(value, 1e-12)], "*", ms=14, color="C1",
+                        label=f"this map (θ = {angle_deg:.0f}°)")
     fig.colorbar(im, ax=ax_map, shrink=0.85)
     ax_curve.set_xlabel("mesh size δ")
     ax_curve.set_ylabel("error")
@@ -274,8 +402,8 @@ def draw_explorer(field, operator: str = "maxpool", angle_deg: float = 30.0, del
     return fig, value
 
 
-def theorem_explorer(field, nets: dict, fit: tuple[float, float] | None = None, G: float | None = None,
-                     radius: float = 0.7):
+def theorem_explorer(field, nets: dict, envelope: tuple[float, float] | None = None, measured: dict | None = None,
+                     G: float | None = None, radius: float = 0.7):
     """ipywidgets controls (angle, δ, m, operator) that redraw ``draw_explorer``."""
     import ipywidgets as W
 
@@ -291,8 +419,8 @@ def theorem_explorer(field, nets: dict, fit: tuple[float, float] | None = None, 
     out = W.Output()
 
     def redraw(*_):
-        fig, _ = draw_explorer(field, operator.value, angle.value, delta.value, m.value, nets=nets, fit=fit,
-                               G=G, radius=radius)
+        fig, _ = draw_explorer(field, operator.value, angle.value, delta.value, m.value, nets=nets,
+                               envelope=envelope, measured=measured, G=G, radius=radius)
         # replace the widget's outputs directly rather than capturing with ``with out:`` and
         # clear_output(wait=True): that message dance can stall unattended runs (papermill/nbclient)
         out.outputs = ()
@@ -303,3 +431,49 @@ def theorem_explorer(field, nets: dict, fit: tuple[float, float] | None = None, 
         w.observe(redraw, names="value")
     redraw()
     return W.VBox([W.HBox([operator, m]), W.HBox([angle, delta]), out])
+
+
+def draw_unet_map(net, fields, delta: float, angle_deg: float, name: str = "U-Net", radius: float = 0.8):
+    """The U-Net's per-pixel error ``|Φ(π_θ e) − π_θ Φ(e)|`` (relative to the output's range) at one
+    (δ, θ), beside the first input field turned by θ. Returns ``(figure, largest value in the map)``."""
+    plt = _plt()
+    emap = unet_error_map(net, fields, delta, math.radians(angle_deg), radius=radius)
+    n = (emap.shape[0] - 1) // 2
+    ext = [-n * delta, n * delta, n * delta, -n * delta]
+    img = render_fields(fields[:1], delta, math.radians(angle_deg), n * delta)[0, 0].numpy()
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(8.4, 3.8))
+    v = float(np.abs(img).max()) or 1.0
+    a0.imshow(img, cmap="RdBu_r", vmin=-v, vmax=v, extent=ext)
+    a0.set_title(f"input channel 1, turned by {angle_deg:g}°", fontsize=8)
+    value = float(np.nanmax(emap))
+    im = a1.imshow(emap, cmap="inferno", vmin=0, extent=ext)
+    a1.set_title(f"{name}: |Φ(π_θ e) − π_θ Φ(e)| / range, δ = 1/{1 / delta:.0f}\nlargest {value:.2e}",
+                 fontsize=8)
+    fig.colorbar(im, ax=a1, shrink=0.85)
+    for ax in (a0, a1):
+        ax.set_xlim(-radius * 1.1, radius * 1.1)
+        ax.set_ylim(radius * 1.1, -radius * 1.1)
+    fig.tight_layout()
+    return fig, value
+
+
+def unet_map_explorer(nets: dict, fields, delta: float, radius: float = 0.8):
+    """ipywidgets: pick a U-Net and an angle; redraws ``draw_unet_map``."""
+    import ipywidgets as W
+
+    plt = _plt()
+    angle = W.FloatSlider(value=22.5, min=0.0, max=360.0, step=2.5, description="angle θ (°)",
+                          continuous_update=False)
+    which = W.Dropdown(options=list(nets), value=next(iter(nets)), description="network")
+    out = W.Output()
+
+    def redraw(*_):
+        fig, _ = draw_unet_map(nets[which.value], fields, delta, angle.value, which.value, radius)
+        out.outputs = ()  # see theorem_explorer: no clear_output/wait dance under papermill
+        out.append_display_data(fig)
+        plt.close(fig)
+
+    for w in (angle, which):
+        w.observe(redraw, names="value")
+    redraw()
+    return W.VBox([W.HBox([which, angle]), out])
