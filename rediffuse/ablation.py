@@ -8,7 +8,8 @@
 
 ``train_variants`` trains each variant in its own run folder (``<root>/<prefix><key>``), resuming
 unfinished runs and skipping finished ones, so the full configuration can be run once from the
-command line (README) and read back by notebook 06.
+command line (README) and read back by notebook 06. A folder whose run has other settings (another
+size, data or output) is an error, never reused or resumed.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Mapping
 
 from .layers import CONV_KINDS
-from .train import TrainConfig, load_checkpoint, train
+from .train import TrainConfig, config_differences, load_checkpoint, read_run_config, train
 from .unet import ReDiffuseUNet, count_parameters
 
 __all__ = ["TABLE3", "TABLE2", "variant_config", "train_variants", "parameter_table", "PAPER_SIZE"]
@@ -51,13 +52,22 @@ def _finished_step(run: Path) -> int:
 def train_variants(base: TrainConfig, variants: Mapping[str, tuple[str, dict]], root: str | Path, *,
                    prefix: str = "ablate-", device: str = "cpu", progress: bool = True) -> dict[str, Path]:
     """Train every variant for ``base.steps`` steps in ``root/<prefix><key>``; a run that already
-    reached that step is kept, an unfinished one is resumed. Returns key -> checkpoint path."""
+    reached that step is kept, an unfinished one is resumed, and a folder without a checkpoint is
+    started afresh. A run with other settings than the variant's raises ``ValueError`` naming them.
+    Returns key -> checkpoint path."""
     out = {}
     for key, (_, over) in variants.items():
         run = Path(root) / f"{prefix}{key}"
+        cfg = variant_config(base, over)
         done = _finished_step(run)
-        if done < base.steps:
-            train(variant_config(base, over), run, resume=done > 0, device=device, progress=progress)
+        if done >= base.steps:
+            diffs = config_differences(read_run_config(run)[0], cfg)
+            if diffs:
+                names = ", ".join(diffs)
+                raise ValueError(f"{run} holds a finished run with other settings ({names}); "
+                                 "move it away or train into another folder")
+        else:
+            train(cfg, run, resume=done > 0, overwrite=done == 0, device=device, progress=progress)
         out[key] = run / "last.pt"
     return out
 

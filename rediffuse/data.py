@@ -564,6 +564,11 @@ class SyntheticPairs(Dataset):
     Items are dicts like ``FusionFolder``'s: ``"A"``, ``"B"``, ``"GT"`` float32 in [-1, 1]
     (``[1, S, S]`` or ``[3, S, S]``), ``"mask"`` ``[1, S, S]`` float32, ``"stem"``.
     ``sample(i)`` gives the uint8 arrays instead.
+
+    ``cache=True`` keeps every rendered item (uint8 images and the mask, about 7 bytes per pixel
+    for Y) in this process: an item never changes, and a trainer draws each one many times. Call
+    :meth:`warm` before DataLoader workers fork, so that they share one copy instead of each
+    rendering and holding its own.
     """
 
     def __init__(
@@ -579,6 +584,7 @@ class SyntheticPairs(Dataset):
         scale_range: tuple[float, float] = (0.5, 1.0),
         soften: float = 0.0,
         y_only: bool = True,
+        cache: bool = False,
     ) -> None:
         if n < 1 or size < 8:
             raise ValueError(f"need n >= 1 and size >= 8, got n={n}, size={size}")
@@ -595,9 +601,17 @@ class SyntheticPairs(Dataset):
         self.scale_range = scale_range
         self.soften = soften
         self.y_only = y_only
+        self.cache = bool(cache)
+        self._cache: dict[int, dict[str, Any]] = {}
 
     def __len__(self) -> int:
         return self.n
+
+    def warm(self) -> None:
+        """Render every item into the cache now (no-op without ``cache``)."""
+        if self.cache:
+            for i in range(self.n):
+                self.sample(i)
 
     def _photo(self, j: int) -> tuple[np.ndarray, np.ndarray | None, str]:
         p = self.photos[j]
@@ -610,6 +624,8 @@ class SyntheticPairs(Dataset):
         """Item ``index`` as numpy: A, B, GT uint8 ``[S, S(, 3)]``, mask float32, and what was drawn."""
         if not 0 <= index < self.n:
             raise IndexError(f"index {index} out of range for {self.n} items")
+        if index in self._cache:
+            return self._cache[index]
         rng = np.random.default_rng([self.seed, index])
         img, depth, name = self._photo(int(rng.integers(len(self.photos))))
         h, w = img.shape[:2]
@@ -637,10 +653,15 @@ class SyntheticPairs(Dataset):
         bkind = str(rng.choice(self.blur_kinds))
         strength = float(rng.uniform(*(self.sigma_range if bkind == "gaussian" else self.radius_range)))
         a, b, gt = make_pair(gt, mask, bkind, strength)
-        return dict(
+        item = dict(
             A=a, B=b, GT=gt, mask=mask, stem=f"syn-{index:05d}", photo=name,
             mask_kind=mkind, blur_kind=bkind, strength=strength,
         )
+        if self.cache:
+            for key in ("A", "B", "GT", "mask"):
+                item[key].setflags(write=False)  # shared by every later caller: nobody may change it
+            self._cache[index] = item
+        return item
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         d = self.sample(index)

@@ -9,8 +9,12 @@ disc that never leaves the grid, away from a margin where zero padding differs.
 ``randomize_constant_parameters`` prepares a freshly built network for the check: parameters that
 start constant (norm scales, biases) would hide a defect behind a symmetric initialisation.
 
+Every check runs with TF32 off (``runtime.exact_precision``): on Ampere and later GPUs TF32
+convolutions alone produce errors of ~1e-3, which would hide whether the network is equivariant.
+
 The paper's theorems measured on continuous fields, whole networks, design mistakes and error maps
-live in ``rediffuse.theory``; this module depends on nothing in the package but ``groups``.
+live in ``rediffuse.theory``; this module depends on nothing in the package but ``groups`` and
+``runtime``.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from .groups import FieldType, disc_mask
+from .runtime import exact_precision
 
 __all__ = ["field_types", "equivariance_error", "equivariance_errors", "relative_error",
            "randomize_constant_parameters"]
@@ -68,11 +73,13 @@ def equivariance_error(module: nn.Module | Callable, x: torch.Tensor, k: int = 1
         in_type, out_type = in_type or ti, out_type or to
     kw = forward_kwargs or {}
     if steps is None:
-        y_of_gx = module(in_type.rotate(x, k), **kw)
-        g_y = out_type.rotate(module(x, **kw), k)
+        with exact_precision():
+            y_of_gx = module(in_type.rotate(x, k), **kw)
+            g_y = out_type.rotate(module(x, **kw), k)
         return relative_error(y_of_gx, g_y)
-    y_of_gx = module(in_type.rotate_steps(x, steps), **kw)
-    g_y = out_type.rotate_steps(module(x, **kw), steps)
+    with exact_precision():
+        y_of_gx = module(in_type.rotate_steps(x, steps), **kw)
+        g_y = out_type.rotate_steps(module(x, **kw), steps)
     H, W = g_y.shape[-2:]
     mask = disc_mask(H, W, margin, device=g_y.device, dtype=g_y.dtype)
     return relative_error(y_of_gx, g_y, mask)

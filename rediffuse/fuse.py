@@ -49,7 +49,7 @@ from .checkpoint import load_model
 from .data import image_to_tensor, luminance, recombine, recombine_float, tensor_to_image
 from .diffusion import PREDICTIONS, SAMPLERS, get_sampler, get_schedule
 from .imageio import read_image_native
-from .runtime import resolve_device
+from .runtime import exact_precision, resolve_device
 
 __all__ = [
     "FusionModel", "SamplingSettings", "DEFAULT_CHECKPOINT", "SHIPPED_MODELS", "resolve_checkpoint", "checkpoint_available", "WEIGHTS_DIR", "MIN_SIDE", "TILE_BUDGET_BYTES", "fuse", "load_stack_image", "check_stack",
@@ -358,9 +358,11 @@ class FusionModel:
             x_T, _ = _pad_to(x_T.to(self.device, torch.float32), self.min_size)
         g = torch.Generator(device="cpu").manual_seed(st.seed)
         try:
-            out = get_sampler(st.sampler)(net, cond, (cond.shape[0], c, H, W), self.schedule, st.steps,
-                                          generator=g, x_T=x_T, progress=False, prediction=self.prediction,
-                                          **({"correct": correct} if correct is not None else {}))
+            # TF32 convolutions on Ampere+ GPUs would break the exact-equivariance claim (~0.01 grey levels)
+            with exact_precision():
+                out = get_sampler(st.sampler)(net, cond, (cond.shape[0], c, H, W), self.schedule, st.steps,
+                                              generator=g, x_T=x_T, progress=False, prediction=self.prediction,
+                                              **({"correct": correct} if correct is not None else {}))
         finally:
             if bar is not None:
                 bar.close()

@@ -220,6 +220,11 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
+    if x.dtype in (torch.float16, torch.bfloat16):
+        # under mixed-precision training: the CPU's anti-aliased kernel has no 16-bit version, and a
+        # float32 filter is more accurate anyway; float32 inputs are resampled as they are
+        out = F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False, antialias=shrink)
+        return out.to(x.dtype)
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["resolve_device", "set_threads", "exact_precision", "setup"]
+__all__ = ["resolve_device", "set_threads", "tf32_precision", "exact_precision", "setup"]
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -28,25 +28,39 @@ def set_threads(threads: int = 0) -> None:
         torch.set_num_threads(threads)
 
 
-class exact_precision:
-    """Turn TF32 off for CUDA matmuls and cuDNN convolutions (full float32 arithmetic).
+class tf32_precision:
+    """Allow (``True``) or forbid TF32 for CUDA matmuls and cuDNN convolutions.
 
-    Equivariance checks compare outputs to ~1e-5, which TF32's 10-bit mantissa cannot meet on
-    Ampere and later GPUs. Calling ``exact_precision()`` switches TF32 off for the rest of the
-    process; ``with exact_precision():`` restores the previous flags on exit. The flags exist on
-    CPU-only builds too, so the same code runs everywhere.
+    Calling it sets the flags for the rest of the process; ``with tf32_precision(...):`` restores
+    the previous flags on exit. The flags exist on CPU-only builds too, so the same code runs
+    everywhere. PyTorch's own defaults differ between the two (cuDNN convolutions allow TF32, matmuls
+    do not), which is why every caller states what it wants.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, allow: bool) -> None:
         self._saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = bool(allow)
+        torch.backends.cudnn.allow_tf32 = bool(allow)
 
-    def __enter__(self) -> "exact_precision":
+    def __enter__(self) -> "tf32_precision":
         return self
 
     def __exit__(self, *exc: object) -> None:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self._saved
+
+
+class exact_precision(tf32_precision):
+    """Turn TF32 off for CUDA matmuls and cuDNN convolutions (full float32 arithmetic).
+
+    Equivariance checks compare outputs to ~1e-5, which TF32's 10-bit mantissa cannot meet on
+    Ampere and later GPUs (a quarter-turned fused image then differs by up to ~0.02 grey levels
+    instead of ~1e-5). Fusion, evaluation and every equivariance check run inside it. Calling
+    ``exact_precision()`` switches TF32 off for the rest of the process; ``with exact_precision():``
+    restores the previous flags on exit.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(False)
 
 
 def setup(device: str = "auto", threads: int = 0) -> str:

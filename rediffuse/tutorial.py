@@ -7,10 +7,16 @@ Every notebook in ``notebooks/`` has a cell tagged ``parameters`` that takes at 
 - ``RESULTS_PATH`` where the notebook writes its results JSON (``""``: nowhere)
 - ``OUTPUT_DIR``   where it saves figures
 
+Notebooks add their own parameters (e.g. ``STEPS``, ``BATCH``, ``CROP`` in notebook 03);
+``run_tutorial(parameters=...)`` hands each notebook the ones its ``parameters`` cell defines. In the
+full configuration no cell has a time limit (training the paper's model takes hours); the small one
+stops any cell after 30 minutes, which only a hung cell reaches.
+
 Executed copies go to an output folder (``outputs/`` is git-ignored), never back into ``notebooks/``.
 """
 from __future__ import annotations
 
+import ast
 import json
 import math
 import time
@@ -25,7 +31,10 @@ from .runtime import resolve_device
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 DEFAULT_OUTPUT = REPO_ROOT / "outputs" / "tutorial"
 
-__all__ = ["list_notebooks", "run_notebook", "run_tutorial", "write_results"]
+__all__ = ["list_notebooks", "notebook_parameters", "parse_parameter", "run_notebook", "run_tutorial",
+           "write_results", "SMOKE_CELL_TIMEOUT"]
+
+SMOKE_CELL_TIMEOUT = 1800  # seconds a cell may run in the small configuration
 
 
 def list_notebooks(directory: Path | str = NOTEBOOK_DIR) -> list[Path]:
@@ -57,10 +66,27 @@ def write_results(path: str | Path, results: dict) -> None:
     tmp.replace(path)
 
 
+def notebook_parameters(notebook: Path | str) -> dict[str, Any]:
+    """The names of a notebook's ``parameters`` cell, each with its default as source text."""
+    import papermill as pm
+
+    return {name: spec["default"] for name, spec in pm.inspect_notebook(str(notebook)).items()}
+
+
+def parse_parameter(text: str) -> Any:
+    """A parameter value from the command line: a Python literal (``2``, ``0.5``, ``True``, ``"x"``,
+    ``[1, 2]``), else the text itself as a string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
 def run_notebook(notebook: Path | str, output_dir: Path | str = DEFAULT_OUTPUT, *, smoke: bool = True,
-                 device: str = "cpu", parameters: dict | None = None, timeout: int = 1800,
+                 device: str = "cpu", parameters: dict | None = None, timeout: int | None = SMOKE_CELL_TIMEOUT,
                  progress: bool = False) -> dict:
-    """Execute one notebook; return its results JSON (also written to ``<output_dir>/<stem>.json``)."""
+    """Execute one notebook; return its results JSON (also written to ``<output_dir>/<stem>.json``).
+    ``timeout``: seconds any one cell may run (``None``: no limit)."""
     import papermill as pm
 
     notebook = Path(notebook).resolve()
@@ -85,15 +111,30 @@ def run_notebook(notebook: Path | str, output_dir: Path | str = DEFAULT_OUTPUT, 
 
 
 def run_tutorial(output_dir: Path | str = DEFAULT_OUTPUT, *, smoke: bool = True, device: str = "auto",
-                 only: list[str] | None = None) -> dict[str, dict]:
-    """Run every tutorial notebook in order; return ``{stem: results}``."""
+                 only: list[str] | None = None, parameters: dict[str, Any] | None = None) -> dict[str, dict]:
+    """Run every tutorial notebook in order; return ``{stem: results}``.
+
+    ``parameters`` go to every notebook whose ``parameters`` cell defines them (a name no selected
+    notebook has is a ``ValueError``). Cells have no time limit in the full configuration.
+    """
     device = resolve_device(device)
     notebooks = list_notebooks()
     if only:
         notebooks = [nb for nb in notebooks if any(nb.stem.startswith(o) for o in only)]
         if not notebooks:
             raise ValueError(f"no notebook matches {only}; available: {[nb.stem for nb in list_notebooks()]}")
+    parameters = dict(parameters or {})
+    reserved = sorted(set(parameters) & {"SMOKE", "DEVICE", "RESULTS_PATH", "OUTPUT_DIR"})
+    if reserved:
+        raise ValueError(f"{', '.join(reserved)} are set by the tutorial itself: use --full, --device or -o instead")
+    known = {nb.stem: notebook_parameters(nb) for nb in notebooks} if parameters else {}
+    unused = sorted(set(parameters) - set().union(*known.values())) if parameters else []
+    if unused:
+        raise ValueError(f"no selected notebook has the parameter {', '.join(unused)}; the notebooks' parameters "
+                         "are in the cell tagged 'parameters' of each")
     out = {}
     for nb in tqdm(notebooks, desc="notebooks", unit="nb"):
-        out[nb.stem] = run_notebook(nb, output_dir, smoke=smoke, device=device)
+        mine = {k: v for k, v in parameters.items() if k in known.get(nb.stem, {})}
+        out[nb.stem] = run_notebook(nb, output_dir, smoke=smoke, device=device, parameters=mine,
+                                    timeout=SMOKE_CELL_TIMEOUT if smoke else None)
     return out

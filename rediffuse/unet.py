@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
 
 from .groups import FieldType
 from .layers import (
@@ -35,11 +36,20 @@ from .layers import (
     sinusoidal_embedding,
 )
 
-__all__ = ["ReDiffuseUNet", "ResBlock", "count_parameters"]
+__all__ = ["ReDiffuseUNet", "ResBlock", "count_parameters", "set_grad_checkpoint"]
 
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def set_grad_checkpoint(module: nn.Module, enabled: bool = True) -> int:
+    """Turn gradient checkpointing on (or off) in every :class:`ResBlock` of ``module``; returns how
+    many blocks it reached (0: the network has none, so nothing changes)."""
+    blocks = [m for m in module.modules() if isinstance(m, ResBlock)]
+    for b in blocks:
+        b.grad_checkpoint = bool(enabled)
+    return len(blocks)
 
 
 class ResBlock(nn.Module):
@@ -47,7 +57,14 @@ class ResBlock(nn.Module):
 
     Widths in fields (``m`` orientations each; the plain twin uses ``fields*m`` channels). Dropout
     zeroes whole fields (all orientations together), which keeps the block equivariant.
+
+    ``grad_checkpoint = True`` (see :func:`set_grad_checkpoint`) keeps only the block's inputs during
+    a training forward and recomputes its inside in the backward pass: activation memory drops to
+    about the block inputs at the cost of one more forward. The recomputation replays the same
+    dropout mask (the RNG state is restored), so gradients agree with the plain pass.
     """
+
+    grad_checkpoint: bool = False
 
     def __init__(self, in_fields: int, out_fields: int, emb_dim: int, family: ConvFamily, groups: int,
                  dropout: float = 0.1, time_bias: str = "field"):
@@ -75,6 +92,13 @@ class ResBlock(nn.Module):
         return h * keep / (1 - self.dropout)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """``x`` ``[B, in_fields·m, H, W]``, ``emb`` ``[B, emb_dim]`` → ``[B, out_fields·m, H, W]``."""
+        if self.grad_checkpoint and self.training and torch.is_grad_enabled():
+            # non-reentrant: works with inputs that need no grad and keeps autograd hooks intact
+            return checkpoint(self._forward, x, emb, use_reentrant=False)
+        return self._forward(x, emb)
+
+    def _forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.conv1(self.act(self.norm1(x)))
         h = h + self.time(emb)
         h = self.conv2(self._field_dropout(self.act(self.norm2(h))))

@@ -26,6 +26,21 @@ def test_train_variants_skips_finished_and_resumes(tmp_path):
     assert load_checkpoint(paths["plain"])["step"] == 3
 
 
+def test_train_variants_never_takes_another_runs_folder(tmp_path):
+    """The smoke-then-full crash of notebook 06: a folder holding a run of another size is an error."""
+    import dataclasses
+
+    import pytest
+
+    variants = {"plain": TABLE3["plain"]}
+    train_variants(_tiny(2), variants, tmp_path, progress=False)
+    bigger = dataclasses.replace(_tiny(2), model=dict(_tiny().model, base=16))
+    with pytest.raises(ValueError, match="other settings.*model.base"):
+        train_variants(bigger, variants, tmp_path, progress=False)  # finished run of another size
+    with pytest.raises(ValueError, match="other settings.*model.base"):
+        train_variants(dataclasses.replace(bigger, steps=4), variants, tmp_path, progress=False)  # would resume
+
+
 def test_parameter_table():
     rows = {r["conv"]: r for r in parameter_table(base=8, mults=(1, 2), groups=2)}
     assert rows["plain"]["ratio_to_plain"] == 1

@@ -1,72 +1,221 @@
-"""``rediffuse train``: train a fusion U-Net (checkpoints, resume, multi-GPU via torchrun)."""
+"""``rediffuse train``: train a fusion U-Net (presets, checkpoints, resume, multi-GPU via torchrun)."""
 from __future__ import annotations
 
 import argparse
+import sys
 
-from .common import runtime_parent, setup_runtime
+from .common import EXIT_USAGE, nonneg_int, pos_int, runtime_parent, setup_runtime
 
 __all__ = ["add_parser", "run"]
+
+SUPPRESS = argparse.SUPPRESS
+# flags whose values define the training data; given with a preset, they replace the preset's data
+DATA_KEYS = ("data", "synthetic", "layered")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Defaults in the option help, and the examples kept one per line (plain defaults reflow them)."""
 
 
+def _pos_float(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not x > 0 or x == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return x
+
+
+def _probability(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not 0 <= x < 1:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to below 1, got {value}")
+    return x
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``train`` sub-command to an ``add_subparsers()`` object; returns its parser."""
     p = subparsers.add_parser(
-        "train", help="train a fusion U-Net (checkpoints, resume, multi-GPU via torchrun)",
+        "train", help="train a fusion U-Net (presets, checkpoints, resume, multi-GPU via torchrun)",
         formatter_class=_HelpFormatter, parents=[runtime_parent()],
-        description="Train on folders with A/, B/, GT/ sub-folders and/or synthetic pairs made from\n"
-                    "photos that scikit-image ships. Writes OUT/last.pt, OUT/loss.csv, OUT/summary.json.",
+        description="Train on folders with A/, B/, GT/ sub-folders and/or pairs made from photos.\n"
+                    "A preset sets the model and optimisation (default: small); flags override it.\n"
+                    "Prints the parameter count and a memory estimate, then writes OUT/last.pt,\n"
+                    "OUT/config.json, OUT/loss.csv and OUT/summary.json. Defaults below are the\n"
+                    "small preset's.",
         epilog="examples:\n  rediffuse train --data ../shared/data/NYU-D-100 --synthetic 2000 -o runs/rot\n"
                "  rediffuse train -o runs/rot --resume     # continue after an interruption\n"
+               "  rediffuse train -o runs/rot --resume --steps 4000   # train a finished run further\n"
+               "  rediffuse train --preset paper --dry-run  # parameters and memory of the paper's model\n"
+               "  rediffuse train --preset paper --layered 20000 --device cuda --workers 8 -o runs/paper\n"
                "  torchrun --nproc_per_node 4 -m rediffuse.cli train --device cuda --data DIR -o runs/gpu")
-    p.add_argument("-o", "--out", required=True, help="run folder")
-    p.add_argument("--data", nargs="*", default=[], metavar="DIR", help="dataset folders (A/, B/, GT/)")
-    p.add_argument("--exclude", nargs="*", default=[], metavar="STEM", help="file stems to hold out")
-    p.add_argument("--synthetic", type=int, default=0, metavar="N", help="synthetic pairs to mix in")
-    p.add_argument("--layered", type=int, default=0, metavar="N",
+    p.add_argument("-o", "--out", help="run folder (required unless --dry-run)")
+    p.add_argument("--preset", choices=["small", "layered", "paper"], default=SUPPRESS,
+                   help="starting configuration: small (CPU default: base 16, weight map), layered (5-level "
+                        "weight-map model on layered pairs from photos), paper (the paper's ε model: official "
+                        "layout, base 64, batch 32 of 256², loss ×128); other flags override its values")
+    run_g = p.add_mutually_exclusive_group()
+    run_g.add_argument("--resume", action="store_true",
+                       help="continue OUT/last.pt with its stored configuration (flags may only extend --steps "
+                            "or change how it runs: precision, workers, checkpointing)")
+    run_g.add_argument("--overwrite", action="store_true", help="discard the run already in OUT and start again")
+    p.add_argument("--dry-run", action="store_true", help="print parameters, memory and FLOPs estimates, then exit")
+
+    d = p.add_argument_group("data (a preset's data is replaced when any of --data/--synthetic/--layered is given)")
+    d.add_argument("--data", nargs="*", default=SUPPRESS, metavar="DIR", help="dataset folders (A/, B/, GT/)")
+    d.add_argument("--exclude", nargs="*", default=SUPPRESS, metavar="STEM", help="file stems to hold out")
+    d.add_argument("--synthetic", type=nonneg_int, default=SUPPRESS, metavar="N", help="synthetic pairs to mix in")
+    d.add_argument("--layered", type=nonneg_int, default=SUPPRESS, metavar="N",
                    help="pairs per epoch made from all-in-focus photos with the layered defocus model")
-    p.add_argument("--photos", default=None, metavar="DIR",
+    d.add_argument("--photos", default=SUPPRESS, metavar="DIR",
                    help="photo folder for --layered (default: <shared>/data/photos)")
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--batch", type=int, default=16, help="global batch (split across processes)")
-    p.add_argument("--crop", type=int, default=64, help="training crop side")
-    p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--prediction", default="weights", choices=["eps", "x0", "weights"],
-                   help="what the network predicts: noise (the paper), the image, or a weight map")
-    p.add_argument("--loss-scale", type=float, default=1.0, help="the official code uses 128 with eps")
-    p.add_argument("--loss", default="mse", choices=["mse", "l1_grad"],
-                   help="training loss; l1_grad = L1 + gradient L1 on the fused image (x0/weights models)")
-    p.add_argument("--T", type=int, default=2000, help="diffusion steps")
-    p.add_argument("--rgb", action="store_true",
+    d.add_argument("--rgb", action="store_true", default=SUPPRESS,
                    help="fuse RGB in and out (FusionDiff-style backbone) instead of luminance Y")
-    p.add_argument("--conv", default="bconv", choices=["bconv", "fconv", "gconv", "plain"])
-    p.add_argument("--layout", default="unet", choices=["unet", "fusiondiff"],
-                   help="U-Net layout: concatenated skips, or the official FusionDiff/ReDiffuse one")
-    p.add_argument("--base", type=int, default=16, help="base width in channels (paper: 64)")
-    p.add_argument("--mults", type=int, nargs="+", default=[1, 2, 4], help="width multipliers (paper: 1 2 4 8)")
-    p.add_argument("--groups", type=int, default=4, help="GroupNorm groups (paper: 16)")
-    p.add_argument("--dropout", type=float, default=0.1)
-    p.add_argument("--attention", type=int, default=0, metavar="HEADS",
-                   help="global self-attention heads at the bottleneck (0: none, as the paper)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--ckpt-every", type=int, default=250)
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+
+    o = p.add_argument_group("optimisation")
+    o.add_argument("--steps", type=pos_int, default=SUPPRESS, help="training steps (default: 1000)")
+    o.add_argument("--batch", type=pos_int, default=SUPPRESS,
+                   help="global batch, split across processes (default: 16)")
+    o.add_argument("--crop", type=pos_int, default=SUPPRESS, help="training crop side (default: 64)")
+    o.add_argument("--lr", type=_pos_float, default=SUPPRESS, help="AdamW learning rate (default: 0.0002)")
+    o.add_argument("--prediction", choices=["eps", "x0", "weights"], default=SUPPRESS,
+                   help="what the network predicts: noise (the paper), the image, or a weight map (default: weights)")
+    o.add_argument("--loss-scale", type=_pos_float, default=SUPPRESS,
+                   help="the official code multiplies the ε-MSE by 128 (default: 1)")
+    o.add_argument("--loss", choices=["mse", "l1_grad"], default=SUPPRESS,
+                   help="training loss; l1_grad = L1 + gradient L1 on the fused image (x0/weights models) "
+                        "(default: mse)")
+    o.add_argument("--T", type=pos_int, default=SUPPRESS, help="diffusion steps (default: 2000)")
+    o.add_argument("--seed", type=nonneg_int, default=SUPPRESS, help="(default: 0)")
+
+    m = p.add_argument_group("model")
+    m.add_argument("--conv", choices=["bconv", "fconv", "gconv", "plain"], default=SUPPRESS, help="(default: bconv)")
+    m.add_argument("--layout", choices=["unet", "fusiondiff"], default=SUPPRESS,
+                   help="U-Net layout: concatenated skips, or the official FusionDiff/ReDiffuse one (default: unet)")
+    m.add_argument("--base", type=pos_int, default=SUPPRESS, help="base width in channels (paper: 64) (default: 16)")
+    m.add_argument("--mults", type=pos_int, nargs="+", default=SUPPRESS,
+                   help="width multipliers (paper: 1 2 4 8) (default: 1 2 4)")
+    m.add_argument("--groups", type=pos_int, default=SUPPRESS, help="GroupNorm groups (paper: 16) (default: 4)")
+    m.add_argument("--dropout", type=_probability, default=SUPPRESS, help="(default: 0.1)")
+    m.add_argument("--attention", type=nonneg_int, default=SUPPRESS, metavar="HEADS",
+                   help="global self-attention heads at the bottleneck (0: none, as the paper) (default: 0)")
+
+    r = p.add_argument_group("how it runs (may change when resuming)")
+    r.add_argument("--precision", choices=["auto", "fp32", "tf32", "bf16", "fp16"], default=SUPPRESS,
+                   help="fp32; tf32 (TF32 matmuls/convs, Ampere+); bf16 autocast; fp16 autocast with loss "
+                        "scaling; auto = bf16 on a GPU that supports it, else fp32 (default: auto)")
+    r.add_argument("--grad-checkpoint", action="store_true", default=SUPPRESS,
+                   help="recompute each ResBlock in the backward pass: about half the activation memory, "
+                        "about 1.5x the step time")
+    r.add_argument("--workers", type=nonneg_int, default=SUPPRESS, metavar="N",
+                   help="DataLoader processes building batches ahead of the GPU (default: 0)")
+    r.add_argument("--ckpt-every", type=pos_int, default=SUPPRESS, metavar="STEPS",
+                   help="write OUT/last.pt every this many steps (default: 250)")
     p.set_defaults(func=run)
     return p
 
 
+def _explicit(args: argparse.Namespace) -> dict:
+    """The configuration values given on the command line (TrainConfig field names; model keys nested)."""
+    names = {"data": "data", "exclude": "exclude", "synthetic": "synthetic", "layered": "layered",
+             "photos": "photos", "steps": "steps", "batch": "batch", "crop": "crop", "lr": "lr",
+             "prediction": "prediction", "loss_scale": "loss_scale", "loss": "loss", "T": "T", "seed": "seed",
+             "precision": "precision", "grad_checkpoint": "grad_checkpoint", "workers": "workers",
+             "ckpt_every": "ckpt_every"}
+    out = {field: getattr(args, attr) for attr, field in names.items() if hasattr(args, attr)}
+    if hasattr(args, "rgb"):
+        out["channels"] = 3
+    model = {k: getattr(args, k) for k in ("conv", "layout", "base", "groups", "dropout", "attention")
+             if hasattr(args, k)}
+    if hasattr(args, "mults"):
+        model["mults"] = tuple(args.mults)
+    if model:
+        out["model"] = model
+    return out
+
+
+def _with(cfg, values: dict):
+    """``cfg`` with ``values`` applied (a ``model`` entry updates the model dict key by key)."""
+    import dataclasses
+
+    values = dict(values)
+    model = {**cfg.model, **values.pop("model", {})}
+    return dataclasses.replace(cfg, model=model, **values)
+
+
+def _print_estimates(cfg, world: int, flops: bool) -> None:
+    """Parameter counts and the memory estimate (and, for a dry run, FLOPs) of ``cfg``, before training."""
+    from ..resources import format_bytes, memory_estimate, parameter_counts, training_flops
+    from ..train import _model_kwargs
+
+    kw = _model_kwargs(cfg)
+    counts = parameter_counts(kw)
+    conv = kw.get("conv", "bconv")
+    line = f"parameters: {counts['model']:,} ({'plain' if conv == 'plain' else conv + ', exactly equivariant'})"
+    if conv != "plain":
+        line += f"; plain twin of equal width: {counts['plain']:,}"
+    if "per_channel_time_bias" in counts:
+        line += f"; with the official per-channel time bias: {counts['per_channel_time_bias']:,}"
+    print(line)
+    per_process = cfg.batch // world
+    est = memory_estimate(kw, per_process, cfg.crop, grad_checkpoint=cfg.grad_checkpoint)
+    print(f"estimated peak memory per process (fp32, batch {per_process} × {cfg.crop}²"
+          f"{', gradient checkpointing' if cfg.grad_checkpoint else ''}): {format_bytes(est.peak)} "
+          f"(activations {format_bytes(est.activations)}, weights/gradients/AdamW/EMA {format_bytes(est.state)}); "
+          "bf16/fp16 autocast needs about 0.5-0.75x the activation memory")
+    if flops:
+        f = training_flops(kw, per_process, cfg.crop)
+        print(f"arithmetic per step and process: {f / 1e12:.3g} TFLOP (forward + backward)")
+
+
 def run(args: argparse.Namespace) -> int:
     """The ``train`` command; under torchrun (WORLD_SIZE > 1) one process per GPU."""
+    import copy
     import os
+    from pathlib import Path
 
     import torch
 
-    from ..train import TrainConfig, train
+    from ..train import PRESETS, config_differences, preset_config, read_run_config, run_exists, train
 
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    distributed = world > 1
+    if not args.out and not args.dry_run:
+        print("rediffuse train: error: -o/--out is required (except with --dry-run)", file=sys.stderr)
+        return EXIT_USAGE
+    explicit = _explicit(args)
+    if args.resume:
+        if not (Path(args.out) / "last.pt").is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint at {Path(args.out) / 'last.pt'}; "
+                                    "start the run without --resume")
+        stored, step = read_run_config(args.out)
+        given = copy.deepcopy(PRESETS[args.preset]) if hasattr(args, "preset") else {}
+        given["model"] = {**given.get("model", {}), **explicit.pop("model", {})}
+        given.update(explicit)
+        cfg = _with(stored, given)
+        diffs = config_differences(stored, cfg)
+        if diffs:
+            keys = "; ".join(f"{k}: run {a!r}, given {b!r}" for k, (a, b) in diffs.items())
+            raise ValueError(f"{args.out} was trained with other settings ({keys}); drop these flags to resume it, "
+                             "or train into a new folder")
+        if cfg.steps < step:
+            raise ValueError(f"{args.out} is already at step {step}; --steps must be at least that")
+    else:
+        if any(k in explicit for k in DATA_KEYS):  # new data replaces the preset's data entirely
+            for k, empty in (("data", []), ("synthetic", 0), ("layered", 0)):
+                explicit.setdefault(k, empty)
+        cfg = preset_config(getattr(args, "preset", "small"), **explicit)
+        if args.out and not args.dry_run and run_exists(args.out) and not args.overwrite:
+            raise ValueError(f"{args.out} already holds a training run; continue it with --resume, "
+                             "or discard it with --overwrite")
+    cfg.validate()
+    _print_estimates(cfg, world, flops=args.dry_run)
+    if args.dry_run:
+        return 0
     device = setup_runtime(args)
     if distributed:  # launched by torchrun
         rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -74,19 +223,16 @@ def run(args: argparse.Namespace) -> int:
         if device == "cuda":
             torch.cuda.set_device(rank)
             device = f"cuda:{rank}"
-    cfg = TrainConfig(
-        data=args.data, exclude=args.exclude, synthetic=args.synthetic, layered=args.layered,
-        photos=args.photos or "", crop=args.crop, batch=args.batch,
-        steps=args.steps, lr=args.lr, prediction=args.prediction, T=args.T, seed=args.seed,
-        ckpt_every=args.ckpt_every, loss_scale=args.loss_scale, loss=args.loss, channels=3 if args.rgb else 1,
-        model=dict(base=args.base, mults=tuple(args.mults), conv=args.conv, groups=args.groups,
-                   dropout=args.dropout, **({"layout": args.layout} if args.layout != "unet" else {}),
-                   **({"attention": args.attention} if args.attention else {})),
-    )
     try:
-        summary = train(cfg, args.out, resume=args.resume, device=device)
+        summary = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite, device=device)
     finally:
         if distributed:
             torch.distributed.destroy_process_group()
-    print(f"{summary['final_step']} steps, {summary['steps_per_s']:.2f} steps/s -> {args.out}/last.pt")
+    out = Path(args.out)
+    if summary.get("already_finished"):
+        print(f"{out} is already finished: step {summary['final_step']} of {cfg.steps}; "
+              "give a larger --steps with --resume to train it further")
+        return 0
+    print(f"{summary['final_step']} steps ({summary['steps_run']} now), {summary['steps_per_s']:.2f} steps/s, "
+          f"{100 * summary['data_wait_fraction']:.0f} % of the time waiting for data -> {out / 'last.pt'}")
     return 0

@@ -18,20 +18,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                     "figures and results JSON to the output folder.",
         epilog="examples:\n  rediffuse tutorial                      # small CPU configuration\n"
                "  rediffuse tutorial --full --device cuda  # paper-size configuration on a GPU\n"
-               "  rediffuse tutorial --only 01 02          # a subset, by number prefix")
+               "  rediffuse tutorial --only 01 02          # a subset, by number prefix\n"
+               "  rediffuse tutorial --full --only 03 -p STEPS 20000 -p BATCH 16   # notebook parameters")
     p.add_argument("-o", "--output", default="outputs/tutorial", help="output folder (default: %(default)s)")
     p.add_argument("--full", action="store_true", help="full configuration instead of the small default")
     p.add_argument("--only", nargs="*", metavar="NN", help="run only notebooks whose names start with these")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                   help="set a notebook parameter (a Python literal, else a string) in every notebook whose "
+                        "'parameters' cell has it; repeatable, e.g. -p STEPS 2 -p BATCH 2")
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     """The ``tutorial`` command: executed notebooks, figures and results JSON under ``args.output``."""
-    from ..tutorial import run_tutorial
+    from ..tutorial import parse_parameter, run_tutorial
 
     device = setup_runtime(args)
-    results = run_tutorial(args.output, smoke=not args.full, device=device, only=args.only or None)
+    parameters = {name: parse_parameter(value) for name, value in args.parameter}
+    results = run_tutorial(args.output, smoke=not args.full, device=device, only=args.only or None,
+                           parameters=parameters)
     for stem, res in results.items():
         print(f"{stem}: {res.get('wall_s', float('nan')):.0f} s  -> {args.output}/{stem}.ipynb")
     return 0

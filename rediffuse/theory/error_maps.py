@@ -9,6 +9,7 @@ import torch.nn as nn
 
 from ..equivariance import field_types
 from ..groups import FieldType, disc_mask, rotate_image_angle
+from ..runtime import exact_precision
 
 __all__ = ["error_map"]
 
@@ -28,12 +29,14 @@ def error_map(module: nn.Module | Callable, image: torch.Tensor, k: int = 1, the
         if in_type is None or out_type is None:
             ti, to = field_types(module)
             in_type, out_type = in_type or ti, out_type or to
-        g_y = out_type.rotate(module(image), k)
-        diff = (module(in_type.rotate(image, k)) - g_y)[0].abs().amax(0).detach().cpu().double().numpy()
+        with exact_precision():  # TF32 convolutions alone would show up in the maps on Ampere+ GPUs
+            g_y = out_type.rotate(module(image), k)
+            diff = (module(in_type.rotate(image, k)) - g_y)[0].abs().amax(0).detach().cpu().double().numpy()
         valid = np.ones(diff.shape, dtype=bool)
     else:
-        g_y = rotate_image_angle(module(image), theta)
-        diff = (module(rotate_image_angle(image, theta)) - g_y)[0].abs().amax(0).detach().cpu().double().numpy()
+        with exact_precision():
+            g_y = rotate_image_angle(module(image), theta)
+            diff = (module(rotate_image_angle(image, theta)) - g_y)[0].abs().amax(0).detach().cpu().double().numpy()
         valid = disc_mask(*diff.shape, margin, dtype=torch.bool).numpy()
         diff[~valid] = np.nan
     if relative:

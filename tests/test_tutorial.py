@@ -1,0 +1,84 @@
+"""``rediffuse tutorial``: parameters reach the notebooks that have them, full runs have no cell time
+limit, and the full configuration runs after the small one in the same output folder."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from rediffuse import tutorial
+from rediffuse.tutorial import notebook_parameters, parse_parameter, run_tutorial
+
+
+def test_parse_parameter():
+    assert parse_parameter("2") == 2 and parse_parameter("0.5") == 0.5 and parse_parameter("False") is False
+    assert parse_parameter("fusiondiff") == "fusiondiff" and parse_parameter('"eps"') == "eps"
+
+
+def test_notebooks_03_and_06_take_the_size_of_their_runs():
+    for stem in ("03_train_rediffuse", "06_ablations"):
+        names = notebook_parameters(tutorial.NOTEBOOK_DIR / f"{stem}.ipynb")
+        assert {"STEPS", "BATCH", "CROP"} <= set(names), (stem, names)
+    assert {"LAYOUT", "PREDICTION"} <= set(notebook_parameters(tutorial.NOTEBOOK_DIR / "03_train_rediffuse.ipynb"))
+
+
+def test_parameters_go_where_they_are_defined(monkeypatch, tmp_path):
+    calls = {}
+
+    def fake_run(nb, output_dir, *, smoke, device, parameters, timeout):
+        calls[nb.stem] = (parameters, timeout)
+        return {}
+
+    monkeypatch.setattr(tutorial, "run_notebook", fake_run)
+    run_tutorial(tmp_path, smoke=False, device="cpu", only=["01", "03", "04"], parameters={"STEPS": 2, "EQ_CROP": 64})
+    assert calls["01_bconv"] == ({}, None)  # full: no time limit for any cell
+    assert calls["03_train_rediffuse"] == ({"STEPS": 2}, None)
+    assert calls["04_evaluate_fusion"][0] == {"STEPS": 2, "EQ_CROP": 64}
+    run_tutorial(tmp_path, smoke=True, device="cpu", only=["01"])
+    assert calls["01_bconv"] == ({}, tutorial.SMOKE_CELL_TIMEOUT)
+    with pytest.raises(ValueError, match="no selected notebook has the parameter NOPE"):
+        run_tutorial(tmp_path, device="cpu", only=["03"], parameters={"NOPE": 1})
+    with pytest.raises(ValueError, match="SMOKE are set by the tutorial"):
+        run_tutorial(tmp_path, device="cpu", only=["03"], parameters={"SMOKE": False})
+
+
+def _numbers(obj):
+    if isinstance(obj, bool):
+        return
+    if isinstance(obj, (int, float)):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _numbers(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _numbers(v)
+
+
+@pytest.mark.slow
+def test_full_configuration_runs_after_the_small_one_in_the_same_folder(tmp_path):
+    """``rediffuse tutorial`` then ``rediffuse tutorial --full`` crashed in notebooks 03 and 06: the full
+    run resumed the small run's checkpoint. Here both run in one folder, on the CPU, with tiny sizes
+    (the full configuration is otherwise the paper's model: hours on a GPU)."""
+    base = [sys.executable, "-m", "rediffuse", "tutorial", "--device", "cpu", "--only", "03", "06",
+            "-o", str(tmp_path), "-p", "STEPS", "2", "-p", "N_IMAGES", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    small = subprocess.run(base, capture_output=True, text=True, env=env)
+    assert small.returncode == 0, small.stderr[-3000:]
+    full = subprocess.run(base + ["--full", "-p", "BATCH", "2", "-p", "CROP", "32", "-p", "SAMPLE_STEPS", "1"],
+                          capture_output=True, text=True, env=env)
+    assert full.returncode == 0, full.stderr[-3000:]
+    r03 = json.loads((tmp_path / "03_train_rediffuse.json").read_text())
+    r06 = json.loads((tmp_path / "06_ablations.json").read_text())
+    for r in (r03, r06):
+        assert all(math.isfinite(x) for x in _numbers(r)), r
+    train = r03["train"]  # the paper's model, not the small one
+    assert train["layout"] == "fusiondiff" and train["config"]["prediction"] == "eps"
+    assert train["config"]["batch"] == 2 and train["config"]["crop"] == 32 and train["steps"] == 2
+    assert max(r03["unet_c4_error"].values()) <= 1e-5
+    assert not r06["smoke"] and len(r06["table3"]) == 4
+    nb03, nb06 = tmp_path / "03_train_rediffuse", tmp_path / "06_ablations"
+    assert (nb03 / "run-smoke" / "last.pt").is_file() and (nb03 / "run-full" / "last.pt").is_file()
+    assert (nb06 / "runs-smoke").is_dir() and (nb06 / "runs-full").is_dir()
