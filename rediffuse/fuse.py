@@ -11,9 +11,21 @@ files or arrays), so 16 bits in give 16 bits out:
   (R = G = B, chroma 128, so they take no part in the chroma rule); a ``UserWarning`` says so.
   An RGB model (FusionDiff-style, 9 inputs and 3 outputs, ``rediffuse train --rgb``) fuses R, G and
   B directly instead, with no chroma rule.
-- **Stacks of N ≥ 2 images.** The luminance is folded pairwise, F = ((Y₁ ⊕ Y₂) ⊕ Y₃) ⊕ …, each
-  ⊕ a full sampling run with the same seed; the chroma rule takes all N sources at once. The fold
-  depends on the order of the images (as every pairwise fold does).
+- **Stacks of N ≥ 2 images, order-independent** (``symmetric``, the default for N > 2): a weight-map
+  model gives every frame a logit l_i = f(Y_i, R_i) against R_i, the mean of the other frames (one
+  sampling run per frame, same seed), and the fused luminance is Σ_i softmax_i(l_i / 2) · Y_i. No
+  step depends on the order of the frames. For N = 2 this is σ((f(A, B) − f(B, A)) / 2), the pair
+  model made symmetric in its inputs (two runs instead of one). ``symmetric=False`` folds pairwise
+  instead, F = ((Y₁ ⊕ Y₂) ⊕ Y₃) ⊕ …, which depends on the order (the only way for ε/x₀ models, which
+  have no weights). The frames are streamed (``rediffuse.stack``): a stack of 50 frames of 24 MP is
+  never in memory at once. ``depth_map`` writes the index of each pixel's strongest frame,
+  ``save_weights`` every frame's weight map.
+- **Alignment** (``align``: ``"none"`` by default here, ``"auto"`` in ``rediffuse fuse``): frames are
+  registered to frame ``reference`` with OpenCV's ECC on a luminance pyramid (``rediffuse.align``:
+  translation, similarity for focus breathing and handheld shots, or homography); ``"auto"``
+  registers only when a cheap check finds a frame misaligned by more than a pixel. The result keeps
+  the reference frame's size and framing; where a registered frame does not reach, it takes no
+  part in the fusion (the reference covers every pixel).
 - **Any size.** The U-Net accepts any size from its ``min_size`` up (it pads internally to keep
   its rot90 symmetry). Images with a side below ``min_size`` but at least ``MIN_SIDE`` (8) pixels
   are reflect-padded up to ``min_size`` and cropped back; anything smaller is refused (there is
@@ -45,14 +57,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .align import ALIGN_MODES
 from .checkpoint import load_model
-from .data import image_to_tensor, luminance, recombine, recombine_float, tensor_to_image
+from .data import luminance, tensor_to_image, ycbcr_to_rgb
 from .diffusion import PREDICTIONS, SAMPLERS, get_sampler, get_schedule
 from .imageio import read_image_native
 from .runtime import exact_precision, resolve_device
+from .stack import (TAU, FrameReader, accumulate, check_sizes, fuse_fold, fuse_softmax, logit_store, write_depth_map,
+                    write_weight_maps)
 
 __all__ = [
-    "FusionModel", "SamplingSettings", "DEFAULT_CHECKPOINT", "SHIPPED_MODELS", "resolve_checkpoint", "checkpoint_available", "WEIGHTS_DIR", "MIN_SIDE", "TILE_BUDGET_BYTES", "fuse", "load_stack_image", "check_stack",
+    "FusionModel", "SamplingSettings", "DEFAULT_CHECKPOINT", "SHIPPED_MODELS", "resolve_checkpoint", "checkpoint_available", "WEIGHTS_DIR", "MIN_SIDE", "TILE_BUDGET_BYTES", "SYMMETRIC_PAIRS", "fuse", "load_stack_image", "check_stack",
     "plan_tiles", "tile_window",
 ]
 
@@ -86,6 +101,10 @@ def checkpoint_available(checkpoint: str | os.PathLike | None) -> bool:
 #: Images with a side shorter than this are refused; from here up to the network's ``min_size`` they
 #: are reflect-padded.
 MIN_SIDE = 8
+
+#: Whether ``fuse(symmetric=None)`` fuses a pair symmetrically, σ((f(A, B) − f(B, A)) / 2), at the cost of two
+#: sampling runs instead of one (stacks of three or more are always fused order-independently).
+SYMMETRIC_PAIRS = False
 
 #: Activation memory aimed at per tile by ``tile="auto"``.
 TILE_BUDGET_BYTES = 768 * 2**20
@@ -385,6 +404,21 @@ class FusionModel:
         st = self.settings(sampler, steps, tile=tile, overlap=overlap, seed=seed)
         return self.sample(torch.cat([y_a, y_b], 1), st, callback=callback, progress=progress)
 
+    def sample_with_logits(self, cond: torch.Tensor, settings: "SamplingSettings | None" = None, *,
+                           callback: Callable[[], None] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`sample` on ``cond`` ``[B, 2·C, H, W]``, also returning the weight logit of the first
+        source: the network's raw output at the last step, ``[B, C, H, W]`` float32 on the CPU (the
+        sample is then σ(l)·A + (1 − σ(l))·B). ``None`` for models that predict no weights (ε, x₀)."""
+        last: list[torch.Tensor] = []
+        out = self.sample(cond, settings, observe=lambda o: last.__setitem__(slice(None), [o]), callback=callback)
+        if self.prediction != "weights" or not last:
+            return out, None
+        # sample() reflect-pads small inputs, centred (its _pad_to); observe sees the padded output
+        h, w = cond.shape[-2:]
+        H, W = last[0].shape[-2:]
+        t, l = (H - h) // 2, (W - w) // 2
+        return out, last[0][..., t:t + h, l:l + w].float().cpu()
+
     def fuse(self, images: Sequence[ImageLike], **kwargs) -> np.ndarray:
         """Fuse a focus stack with this model: :func:`rediffuse.fuse.fuse` (same keyword arguments)."""
         return fuse(images, self, **kwargs)
@@ -477,41 +511,45 @@ def _luma(img: np.ndarray) -> np.ndarray:
 
 def check_stack(arrays: Sequence[np.ndarray], names: Sequence[str], min_side: int = MIN_SIDE) -> None:
     """Refuse (one-line ``ValueError``) a stack whose images differ in size or are too small."""
-    sizes = [a.shape[:2] for a in arrays]
-    if len(set(sizes)) > 1:
-        listing = ", ".join(f"{n} {s[1]}×{s[0]}" for n, s in zip(names, sizes))
-        hint = ""
-        if len({tuple(sorted(s)) for s in sizes}) == 1:
-            hint = " (some look rotated by 90°: check their EXIF orientation)"
-        raise ValueError(f"the images differ in size: {listing}{hint}; register (align) or resize them to "
-                         "one size first")
-    h, w = sizes[0]
-    if min(h, w) < min_side:
-        raise ValueError(f"the images are {w}×{h} pixels, too small to fuse: rediffuse needs at least "
-                         f"{min_side} pixels per side (smaller images up to the network's minimum are padded)")
+    check_sizes([a.shape[:2] for a in arrays], names, min_side)
 
 
 def fuse(images: Sequence[ImageLike], model: FusionModel | str | os.PathLike | None = None, *,
          sampler: str | None = None, steps: int | None = None, seed: int = 0, device: str = "cpu",
          tile: int | str | None = "auto", overlap: int | None = None, progress: bool = False,
          callback: Callable[[], None] | None = None, names: Sequence[str] | None = None,
-         settings: SamplingSettings | None = None, bits: int | None = None) -> np.ndarray:
-    """Fuse a focus stack; returns ``[H, W]`` (all grey) or ``[H, W, 3]``, the input size, as
-    ``uint8`` or ``uint16`` (see ``bits``).
+         settings: SamplingSettings | None = None, bits: int | None = None, align: str = "none",
+         reference: int = 0, symmetric: bool | None = None, depth_map: str | os.PathLike | None = None,
+         save_weights: str | os.PathLike | None = None, log: Callable[[str], None] | None = None) -> np.ndarray:
+    """Fuse a focus stack; returns ``[H, W]`` (all grey) or ``[H, W, 3]``, the size of the reference
+    frame (all frames have one size), as ``uint8`` or ``uint16`` (see ``bits``).
 
     ``images``: N ≥ 2 arrays (``uint8``, ``uint16`` or float in [0, 1]; ``[H, W]``, ``[H, W, 3]``, an
     alpha channel is dropped with a warning) or file names (read with EXIF orientation, 16-bit
-    precision kept), all of one size. ``model``: a ``FusionModel``, a checkpoint path, or ``None``
-    for ``DEFAULT_CHECKPOINT`` (loaded on ``device``). ``sampler``/``steps``: default the model's
-    (``FusionModel.default_sampler``). ``tile``: ``"auto"``, a tile side in pixels, or 0/None for
-    whole images; ``overlap`` defaults to a quarter of the tile. ``progress`` shows a bar over the
-    network evaluations of the whole stack, ``callback()`` is called after each evaluation. ``names``
-    label the images in messages (default: their file names, or "image 1", "image 2", ...).
-    ``settings`` (from ``FusionModel.settings``) replaces sampler/steps/seed/tile/overlap when given.
-    ``bits``: 8 (``uint8``) or 16 (``uint16``, the 0–255 scale × 257); ``None`` chooses 16 when an
-    input holds finer levels than 8 bits (``uint16`` arrays, 16-bit files, float data between the
-    8-bit levels) and 8 otherwise, so 8-bit stacks give exactly the 8-bit result they always did.
-    See the module docstring for the method.
+    precision kept), all of one size. File names are read when needed (two to four times), so a
+    stack of many large frames is never in memory at once. ``model``: a ``FusionModel``, a
+    checkpoint path, or ``None`` for ``DEFAULT_CHECKPOINT`` (loaded on ``device``).
+    ``sampler``/``steps``: default the model's (``FusionModel.default_sampler``). ``tile``:
+    ``"auto"``, a tile side in pixels, or 0/None for whole images; ``overlap`` defaults to a quarter
+    of the tile. ``progress`` shows a bar over the network evaluations of the whole stack,
+    ``callback()`` is called after each evaluation. ``names`` label the images in messages (default:
+    their file names, or "image 1", "image 2", ...). ``settings`` (from ``FusionModel.settings``)
+    replaces sampler/steps/seed/tile/overlap when given. ``bits``: 8 (``uint8``) or 16 (``uint16``,
+    the 0–255 scale × 257); ``None`` chooses 16 when an input holds finer levels than 8 bits
+    (``uint16`` arrays, 16-bit files, float data between the 8-bit levels) and 8 otherwise, so
+    8-bit pairs give exactly the 8-bit result they always did.
+
+    ``align``: ``"none"`` (default: the frames are used as they are), ``"auto"`` (register them,
+    similarity, when a cheap check finds one misaligned by more than ``align.AUTO_THRESHOLD_PX``),
+    ``"translation"``, ``"similarity"`` or ``"homography"``; frames are registered to
+    ``images[reference]``. A frame that cannot be registered raises a one-line ``ValueError``
+    (``"auto"``: a ``UserWarning``, and the frames are fused as they are). ``symmetric``: the
+    order-independent N-frame fusion (see the module docstring); ``None`` = on for N > 2 and
+    ``SYMMETRIC_PAIRS`` for N = 2; needs a weight-map model (ε/x₀ models fold pairwise).
+    ``depth_map``: write there an image of each pixel's strongest frame (``stack.write_depth_map``:
+    frame i at grey round(i·255/(N−1))); ``save_weights``: write each frame's weight map into that
+    folder (``weight-01.png``, …, 16-bit, weight × 65535). ``log(message)`` receives one-line notes
+    (the alignment decision). See the module docstring for the method.
     """
     if bits not in (None, 8, 16):
         raise ValueError(f"bits must be 8, 16 or None (follow the inputs), got {bits!r}")
@@ -525,23 +563,43 @@ def fuse(images: Sequence[ImageLike], model: FusionModel | str | os.PathLike | N
     names = [str(n) for n in names]
     if len(names) != len(images):
         raise ValueError(f"got {len(names)} names for {len(images)} images")
-    arrays, depths = [], []
-    for im, n in zip(images, names):
-        a, d = _as_array(im, n)
-        arrays.append(a)
-        depths.append(d)
-    bits = bits or max(depths)
-    check_stack(arrays, names)
-    colour = [a.ndim == 3 for a in arrays]
+    if align not in ALIGN_MODES:
+        raise ValueError(f"align must be one of {', '.join(ALIGN_MODES)}, got {align!r}")
+    if isinstance(reference, bool) or not isinstance(reference, (int, np.integer)) or not 0 <= reference < len(images):
+        raise ValueError(f"reference must be the index of one of the {len(images)} images (0 to {len(images) - 1}), "
+                         f"got {reference!r}")
+    fm = model if isinstance(model, FusionModel) else FusionModel(model, device=device)
+    n = len(images)
+    if symmetric and fm.prediction != "weights":
+        raise ValueError(f"the order-independent fusion needs a weight-map model; {fm.path.name} predicts "
+                         f"{fm.prediction!r}: fuse with symmetric=False (--no-symmetric) or another checkpoint")
+    if symmetric is None:
+        symmetric = fm.prediction == "weights" and (n > 2 or SYMMETRIC_PAIRS)
+    if (depth_map or save_weights) and not (symmetric or n == 2):
+        raise ValueError("depth and weight maps of a stack of more than two images need the order-independent "
+                         "fusion (symmetric=True; drop --no-symmetric)")
+    if (depth_map or save_weights) and fm.prediction != "weights":
+        raise ValueError(f"depth and weight maps need a weight-map model; {fm.path.name} predicts {fm.prediction!r}")
+    if n > 2 and not symmetric:
+        warnings.warn(f"{n} images folded pairwise in the order given: another order gives another result "
+                      "(the order-independent fusion needs a weight-map model and symmetric=True)", stacklevel=2)
+    st = settings or fm.settings(sampler, steps, tile=tile, overlap=overlap, seed=seed)
+
+    frames = FrameReader(lambda i: _as_array(images[i], names[i]), names, int(reference))
+    info = frames.survey(align, MIN_SIDE, log)
+    colour = info.colour
+    bits = bits or max(info.bits)
     if any(colour) and not all(colour):
-        grey = ", ".join(n for n, c in zip(names, colour) if not c)
+        grey = ", ".join(nm for nm, c in zip(names, colour) if not c)
         warnings.warn(f"mixing grey and colour images: {grey} treated as colour (R = G = B); the result is colour",
                       stacklevel=2)
-    fm = model if isinstance(model, FusionModel) else FusionModel(model, device=device)
-    st = settings or fm.settings(sampler, steps, tile=tile, overlap=overlap, seed=seed)
-    h, w = arrays[0].shape[:2]
-    total = (len(arrays) - 1) * fm.count_evaluations(h, w, st.steps, st.tile, st.overlap)
-    bar = tqdm(total=total, desc="fusing", unit="eval") if progress else None
+    h, w = info.height, info.width
+    c = fm.channels  # 1: the luminance is fused and the chroma by its rule; 3: an RGB model fuses R, G, B
+    total_sum, cbcr = accumulate(frames, info, channels=c, frame_sum=symmetric, chroma=c == 1 and any(colour))
+
+    runs = n if symmetric else n - 1
+    bar = tqdm(total=runs * fm.count_evaluations(h, w, st.steps, st.tile, st.overlap), desc="fusing",
+               unit="eval") if progress else None
 
     def on_eval():
         if bar is not None:
@@ -549,16 +607,27 @@ def fuse(images: Sequence[ImageLike], model: FusionModel | str | os.PathLike | N
         if callback is not None:
             callback()
 
-    # an RGB model fuses R, G, B directly; a luminance model fuses Y
-    to_t = lambda a: image_to_tensor(a, y_only=fm.channels == 1)[None]  # noqa: E731
+    def pair(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return fm.sample_with_logits(torch.cat([x, y.to(x.device)], 1), st, callback=on_eval)
+
     try:
-        fused = to_t(arrays[0])
-        for a in arrays[1:]:
-            fused = fm.sample(torch.cat([fused, to_t(a).to(fused.device)], 1), st, callback=on_eval)
+        with logit_store(save_weights) as keep:
+            if symmetric:
+                acc = fuse_softmax(frames, lambda y, r: pair(y, r)[1], total_sum, channels=c, tau=TAU,
+                                   depth=depth_map is not None, keep=keep)
+                fused = torch.from_numpy(acc.result())[None]
+            else:
+                fused, acc = fuse_fold(frames, pair, channels=c, depth=depth_map is not None, keep=keep)
+            del total_sum
+            if depth_map is not None:
+                write_depth_map(depth_map, acc.index, n)
+            if save_weights is not None:
+                write_weight_maps(save_weights, acc, names)
+            del acc
     finally:
         if bar is not None:
             bar.close()
-    if fm.channels == 3:
+    if c == 3:
         if bits == 8:  # the 8-bit path exactly as before, so 8-bit results never change
             rgb = tensor_to_image(fused[0])
             return rgb if any(colour) else np.clip(np.rint(_luma(rgb)), 0, 255).astype(np.uint8)
@@ -566,10 +635,9 @@ def fuse(images: Sequence[ImageLike], model: FusionModel | str | os.PathLike | N
         return _quantise(v if any(colour) else _luma(np.clip(v, 0, 255)), 16)
     y = (fused[0, 0].cpu().numpy().astype(np.float32) + np.float32(1.0)) * np.float32(127.5)
     del fused
-    if not any(colour):
+    if cbcr is None:
         return _quantise(y, bits)
     out = np.empty((h, w, 3), np.uint8 if bits == 8 else np.uint16)
-    for s in _strips(h):
-        srcs = [a[s] for a in arrays]
-        out[s] = recombine(y[s], srcs) if bits == 8 else _quantise(recombine_float(y[s], srcs), 16)
+    for s in _strips(h):  # Y joined with the fused chroma, as data.recombine does
+        out[s] = _quantise(ycbcr_to_rgb(np.stack([y[s].astype(np.float64), cbcr[0][s], cbcr[1][s]], -1)), bits)
     return out

@@ -20,9 +20,9 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("core", {"paths", "runtime", "imageio", "groups", "weights"}),
     ("equivariant layers", {"bases", "bconv", "layers", "equivariance"}),
     ("models", {"unet", "diffusion", "defocus"}),
-    ("data and metrics", {"data", "synthesis", "degradations", "metrics", "baselines", "peers"}),
+    ("data and metrics", {"data", "synthesis", "degradations", "metrics", "baselines", "peers", "align"}),
     ("checkpoints", {"checkpoint"}),
-    ("pipelines", {"fuse", "train", "resources"}),
+    ("pipelines", {"stack", "fuse", "train", "resources"}),
     ("studies", {"evaluate", "fewstep", "restore", "ablation", "theory"}),
     ("presentation", {"viz", "tutorial", "tutorial_solutions"}),
     ("interface", {"cli", "__main__", ""}),  # "" = the package itself (its public API)

@@ -74,11 +74,12 @@ def test_colour_uses_the_chroma_rule_of_all_sources(tiny_model, monkeypatch):
     c = np.ascontiguousarray(a[::-1])
     out = fuse([a, b, c], tiny_model, steps=1)
     assert out.shape == a.shape and out.dtype == np.uint8
-    # with a stand-in "model" that keeps the first luminance, the result is exactly Y_a joined with the
-    # saturation-weighted chroma rule over all three sources (computed in row strips: same numbers)
+    # with a stand-in "model" that keeps the first luminance, the pairwise fold gives exactly Y_a joined
+    # with the saturation-weighted chroma rule over all three sources (computed in row strips: same numbers)
     monkeypatch.setattr(tiny_model, "sample", lambda cond, *args, **kw: cond[:, :1])
     big = [np.tile(x, (8, 1, 1)) for x in (a, b, c)]  # 320 rows: more than one strip
-    out = fuse(big, tiny_model, steps=1)
+    with pytest.warns(UserWarning, match="folded pairwise in the order given"):
+        out = fuse(big, tiny_model, steps=1, symmetric=False)
     ref = recombine(luminance(big[0]), big)
     assert np.abs(out.astype(int) - ref.astype(int)).max() <= 1
 
@@ -173,7 +174,8 @@ def test_progress_callback_counts_every_tile_evaluation(tiny_model):
     a, b, _ = pair(100, 90, colour=False)
     calls = []
     fuse([a, b, a], tiny_model, steps=2, tile=64, overlap=16, callback=lambda: calls.append(1))
-    assert len(calls) == 2 * 2 * len(plan_tiles(100, 90, 64, 16))
+    # three images, fused order-independently: one sampling run per image, 2 steps, every tile
+    assert len(calls) == 3 * 2 * len(plan_tiles(100, 90, 64, 16))
     assert tiny_model.count_evaluations(100, 90, 2, 64, 16) == 2 * len(plan_tiles(100, 90, 64, 16))
 
 

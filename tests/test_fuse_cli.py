@@ -52,7 +52,9 @@ def imgs(tmp_path):
 
 
 def fuse_args(ckpt, *images, out, extra=()):
-    return ["fuse", *images, "-o", out, "--checkpoint", ckpt, "--steps", "1", "--device", "cpu", *extra]
+    # random test images cannot be registered: the alignment check would warn (tests/test_stack.py tests it)
+    return ["fuse", *images, "-o", out, "--checkpoint", ckpt, "--steps", "1", "--device", "cpu", "--align", "none",
+            *extra]
 
 
 # ----------------------------------------------------------------------------- success
@@ -319,7 +321,7 @@ def test_python_dash_m_entry_point(ckpt, imgs, tmp_path):
     r = dash_m(imgs["g1"], "-o", tmp_path / "o.png", "--checkpoint", ckpt)
     assert r.returncode == 2 and "rediffuse fuse: error: need at least two images" in r.stderr
     r = dash_m(imgs["g1"], imgs["g2"], "-o", tmp_path / "o.png", "--checkpoint", ckpt, "--steps", "1", "-q",
-               "--device", "cpu", "--threads", "1")
+               "--device", "cpu", "--threads", "1", "--align", "none")
     assert r.returncode == 0 and r.stderr == "" and (tmp_path / "o.png").is_file()
 
 

@@ -15,23 +15,41 @@ from pathlib import Path
 
 from .common import UsageError, nonneg_int, one_line_warnings, pos_int, runtime_parent, seed_int, setup_runtime
 
-__all__ = ["add_parser", "run", "check_output_path", "check_not_an_input", "SAMPLER_NAMES", "DEFAULT_CHECKPOINT_NAME"]
+__all__ = ["add_parser", "run", "check_output_path", "check_not_an_input", "SAMPLER_NAMES", "ALIGN_CHOICES",
+           "DEFAULT_CHECKPOINT_NAME"]
 
 _PROG = "rediffuse fuse"
 
 # Spelled out so that building the parser imports nothing heavy; tests check them against
 # rediffuse.diffusion.SAMPLERS and rediffuse.fuse.DEFAULT_CHECKPOINT.
 SAMPLER_NAMES = ("x0_regression", "ddim", "posterior_mean")
+# rediffuse.align.ALIGN_MODES, spelled out for the same reason (a test compares them)
+ALIGN_CHOICES = ("auto", "none", "translation", "similarity", "homography")
 DEFAULT_CHECKPOINT_NAME = "rediffuse-weights-bconv.pt"
 
 DESCRIPTION = """\
 Fuse two or more photos of one scene focused at different depths into one image that is sharp
 everywhere. The luminance is fused by a trained rotation-equivariant diffusion U-Net; colour (Cb, Cr)
 by the saturation-weighted rule of the ReDiffuse paper over all inputs. Grey inputs give a grey
-result; grey and colour mixed give colour (grey images count as neutral, with a warning). Stacks of
-three or more are folded pairwise in the order given: ((IMG1 + IMG2) + IMG3) + ...
+result; grey and colour mixed give colour (grey images count as neutral, with a warning).
 
-All images must have the same size (align/register them first). EXIF orientation is applied,
+Stacks of three or more are fused order-independently: every frame gets a weight per pixel (a
+softmax over the frames of the network's score for that frame against the mean of the others), so
+any order of the images gives the same result; the frames are read one at a time, so 50 frames of
+24 MP need the memory of one. --depth-map writes which frame is sharpest at each pixel, and
+--save-weights every frame's weight map. A pair is fused with one network run (--symmetric: two,
+the same result for A B and B A).
+
+Alignment: with --align auto (the default) a quick check registers the frames when one is
+misaligned by more than a pixel (handheld shots, focus breathing) and says so; translation,
+similarity (shift, rotation, scale) or homography force a model, none uses the frames as they are.
+Frames are registered to the reference frame (--reference K, default the first) with OpenCV's ECC
+on a luminance pyramid. The result keeps the reference frame's size and framing: where a
+registered frame does not reach (near the borders), it takes no part and the other frames fill in
+(the reference covers every pixel). A frame that cannot be registered is an error (with --align
+auto: a warning, and the frames are fused as they are).
+
+All images must have the same size. EXIF orientation is applied,
 16-bit files (PNG, TIFF; grey or colour) are read at full precision, alpha channels are dropped
 with a warning. Images need at least 8 pixels per side; below the network's own minimum they are
 padded internally. The result has the size of the inputs; its format follows the extension of OUT
@@ -47,6 +65,9 @@ EPILOG = """\
 examples:
   rediffuse fuse near.jpg far.jpg -o fused.png
   rediffuse fuse a.tif b.tif c.tif -o fused.tif --checkpoint runs/rot/last.pt
+  rediffuse fuse stack/*.jpg -o fused.png --depth-map depth.png --save-weights weights/
+  rediffuse fuse hand1.jpg hand2.jpg hand3.jpg -o out.jpg --align similarity --reference 2
+  rediffuse fuse a.png b.png -o out.png --align none --symmetric
   rediffuse fuse a.png b.png -o out.png --device cuda --steps 5 --seed 1
   rediffuse fuse big_a.jpg big_b.jpg -o big.jpg --tile 512 --overlap 128
   rediffuse fuse a.png b.png -o out.png --tile 0      # whole image at once (more memory)
@@ -94,6 +115,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--seed", type=seed_int, metavar="S", default=0,
                    help="seed of the initial noise, 0 to 2**63 - 1; the same seed gives the same result "
                         "(default: %(default)s)")
+    p.add_argument("--align", choices=ALIGN_CHOICES, default="auto",
+                   help="register the frames first: auto = only when a quick check finds them misaligned by more "
+                        "than a pixel (similarity), none = use them as they are, or force translation, similarity "
+                        "(shift, rotation, scale: handheld, focus breathing) or homography; the result keeps the "
+                        "reference frame's size, frames taking no part where they do not reach "
+                        "(default: %(default)s); example: --align similarity")
+    p.add_argument("--reference", type=pos_int, metavar="K", default=1,
+                   help="the frame the others are registered to, 1 = the first image (default: %(default)s); "
+                        "example: --reference 3")
+    p.add_argument("--symmetric", action=argparse.BooleanOptionalAction, default=None,
+                   help="order-independent fusion: one network run per image instead of a pairwise fold; on for "
+                        "three or more images, off for pairs (where it costs a second run); --no-symmetric folds "
+                        "stacks pairwise in the order given")
+    p.add_argument("--depth-map", metavar="OUT", default=None,
+                   help="also write the index of the frame with the largest weight at each pixel: frame i of N "
+                        "(from 0) at grey round(i * 255 / (N - 1)); example: --depth-map depth.png")
+    p.add_argument("--save-weights", metavar="DIR", default=None,
+                   help="also write every frame's weight map into DIR (weight-01.png, ...: 16-bit grey, "
+                        "weight x 65535); example: --save-weights weights/")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bar and no summary lines (warnings and errors are still printed)")
     p.set_defaults(func=run)
@@ -163,30 +203,56 @@ def _run(args: argparse.Namespace) -> int:
     if len(images) < 2:
         raise UsageError(f"need at least two images to fuse, got {len(images)} ({', '.join(images) or 'none'}); "
                          "e.g. rediffuse fuse near.jpg far.jpg -o fused.png")
-    check_not_an_input(args.output, images)
+    if args.reference > len(images):
+        raise UsageError(f"--reference {args.reference} names no image: there are {len(images)} (1 to {len(images)})")
+    outputs = [args.output] + ([args.depth_map] if args.depth_map else [])
+    for out in outputs:
+        check_not_an_input(out, images)
     out_path = check_output_path(args.output)
+    depth_path = check_output_path(args.depth_map) if args.depth_map else None
+    if depth_path is not None and depth_path.absolute() == out_path.absolute():
+        raise UsageError(f"--depth-map {depth_path} is the output image too; name another file")
+    weights_dir = _check_weights_dir(args.save_weights, images) if args.save_weights else None
 
     import numpy as np
     from PIL import Image
 
-    from ..fuse import FusionModel, check_stack, fuse, load_stack_image
+    from ..fuse import FusionModel, fuse, load_stack_image
     from ..imageio import SIXTEEN_BIT_FORMATS, write_image
 
     device = setup_runtime(args)
 
-    arrays = [load_stack_image(p) for p in images]
-    check_stack(arrays, images)
     fm = FusionModel(args.checkpoint, device=device)
     st = fm.settings(args.sampler, args.steps, tile=args.tile, overlap=args.overlap, seed=args.seed)
-    h, w = arrays[0].shape[:2]
+    first = load_stack_image(images[args.reference - 1])  # for the summary line; frames are read as fused
+    h, w = first.shape[:2]
+    kind = "colour" if first.ndim == 3 else "grey"
+    del first
     n_tiles = fm.count_evaluations(h, w, 1, st.tile, st.overlap)
-    kind = "colour" if any(a.ndim == 3 for a in arrays) else "grey"
-    _say(f"{len(arrays)} {kind} images {w}×{h}; {fm.path.name} ({fm.prediction}), {st.sampler} {st.steps} steps, "
+    _say(f"{len(images)} images ({kind}, {w}×{h}); {fm.path.name} ({fm.prediction}), {st.sampler} {st.steps} steps, "
          f"seed {st.seed}, {device}, " + (f"{n_tiles} tiles of ≤{st.tile} px (overlap {st.overlap})" if n_tiles > 1
                                           else "whole image"), args.quiet)
-    result = fuse(arrays, fm, settings=st, progress=not args.quiet, names=images)
+    result = fuse(images, fm, settings=st, progress=not args.quiet, names=images, align=args.align,
+                  reference=args.reference - 1, symmetric=args.symmetric, depth_map=depth_path,
+                  save_weights=weights_dir, log=lambda msg: _say(msg, args.quiet))
     write_image(out_path, result)
     fmt = Image.registered_extensions().get(out_path.suffix.lower())
     bits = 16 if result.dtype == np.uint16 and fmt in SIXTEEN_BIT_FORMATS else 8
-    _say(f"wrote {out_path} ({w}×{h}, {bits}-bit, {time.perf_counter() - t_start:.1f} s)", args.quiet)
+    extra = "".join([f", depth map {depth_path}" if depth_path else "",
+                     f", weight maps in {weights_dir}" if weights_dir else ""])
+    _say(f"wrote {out_path} ({result.shape[1]}×{result.shape[0]}, {bits}-bit{extra}, "
+         f"{time.perf_counter() - t_start:.1f} s)", args.quiet)
     return 0
+
+
+def _check_weights_dir(folder: str, inputs: list[str]) -> Path:
+    """Refuse, before any work, a --save-weights folder that is a file or holds an input image
+    (its weight-NN.png files could replace one)."""
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--save-weights {path} is a file; name a folder for the weight maps, e.g. weights/")
+    for name in inputs:
+        if Path(name).absolute().parent == path.absolute() and Path(name).name.startswith("weight-"):
+            raise UsageError(f"--save-weights {path} holds the input {name}, which a weight map could overwrite; "
+                             "name another folder")
+    return path

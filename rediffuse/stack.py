@@ -1,0 +1,390 @@
+"""Focus stacks of N frames in bounded memory: registration, order-independent weights, outputs.
+
+This module knows nothing about networks (as ``diffusion`` knows nothing about U-Nets): the fusion
+pipeline (``rediffuse.fuse``) hands it a *logit function* ``logit(y, r) -> l`` (the pair model's raw
+weight output for source ``y`` against ``r``) or a *pair function* (one pairwise fusion), and this
+module streams the frames through it.
+
+- **Frames are streamed.** A :class:`FrameReader` reads frame i when it is needed (``load(i)``: a file
+  is decoded again, an array is used as it is) and resamples it onto the reference frame's grid when
+  the stack is registered. No pass holds more than one frame at a time, so a stack of 50 frames
+  costs the memory of one frame plus a few running sums of its size.
+- **Passes.** (0) :meth:`FrameReader.survey`: sizes, colour, bit depth, and registration (a cheap
+  check for ``align="auto"``); (1) :func:`accumulate`: the frame sum (for the "rest of the stack"
+  each frame is compared with) and the chroma sums; (2) :func:`fuse_softmax` or :func:`fuse_fold`:
+  the luminance, one network run per frame; (3) the weight maps, from the logits kept on disk.
+- **Order-independent N-frame fusion** (:func:`fuse_softmax`): the logit of frame i is
+  ``l_i = f(Y_i, R_i)`` with ``R_i`` the mean of the other frames, and the fused luminance is
+  ``Σ_i softmax_i(l_i / τ) · Y_i``, τ = 2. Nothing depends on the order of the frames. For N = 2,
+  ``R_1 = Y_2`` and the weight of the first frame is ``σ((f(A, B) − f(B, A)) / 2)``: the pair model
+  made symmetric in its two inputs (swapping A and B swaps the weights exactly). The softmax is
+  computed online (running maximum m, denominator ``Σ e^{l_i/τ − m}``, numerator
+  ``Σ e^{l_i/τ − m} Y_i``, rescaled when m grows), as FlashAttention does.
+- **Borders of registered frames.** Pixels of the reference grid that a registered frame does not
+  cover (``align.warp``'s mask) give that frame weight 0 there, in the luminance and the chroma; the
+  reference covers every pixel, so each output pixel is fused from the frames that see it and the
+  result keeps the reference frame's size and framing. The network itself sees the frame with its
+  edge pixels repeated there.
+- **Chroma** (colour stacks): the saturation-weighted rule ``Σ C_i |C_i − 128| / Σ |C_i − 128|``
+  over all frames (``rediffuse.data.fuse_chroma``), summed frame by frame in float64 (the same sums,
+  in the same order, as the in-memory rule, so the result is identical).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .align import (ALIGN_MODES, AUTO_THRESHOLD_PX, CHECK_SIDE, MAX_SIDE, Pyramid, Registration, RegistrationError,
+                    displacement, luma, register, warp)
+from .data import image_to_tensor, rgb_to_ycbcr
+from .imageio import write_image
+
+__all__ = ["FrameReader", "StackInfo", "OnlineSoftmax", "accumulate", "fuse_softmax", "fuse_fold", "check_sizes",
+           "write_depth_map", "write_weight_maps", "logit_store", "TAU", "STRIP_ROWS"]
+
+#: Temperature of the softmax over the frames' logits: τ = 2 makes the N = 2 case σ((l_A − l_B) / 2).
+TAU = 2.0
+#: Rows per strip when a whole-image computation is done piecewise (bounded temporaries).
+STRIP_ROWS = 256
+# Logit given to a frame where it does not cover the reference grid: exp(_OUTSIDE − m) is 0 for any
+# finite m. Finite rather than −inf so that a pixel not yet covered by any frame (m = _OUTSIDE) gives
+# no NaN; the reference frame covers every pixel, so such pixels are rescaled to weight 0 later.
+_OUTSIDE = np.float32(-1e30)
+
+Loader = Callable[[int], "tuple[np.ndarray, int]"]
+
+
+def _strips(height: int, rows: int = STRIP_ROWS):
+    for r in range(0, height, rows):
+        yield slice(r, min(r + rows, height))
+
+
+def check_sizes(sizes: Sequence[tuple[int, int]], names: Sequence[str], min_side: int) -> None:
+    """Refuse (one-line ``ValueError``) frames of different sizes ``(H, W)`` or smaller than ``min_side``."""
+    if len(set(sizes)) > 1:
+        listing = ", ".join(f"{n} {s[1]}×{s[0]}" for n, s in zip(names, sizes))
+        hint = ""
+        if len({tuple(sorted(s)) for s in sizes}) == 1:
+            hint = " (some look rotated by 90°: check their EXIF orientation)"
+        raise ValueError(f"the images differ in size: {listing}{hint}; register (align) or resize them to "
+                         "one size first")
+    h, w = sizes[0]
+    if min(h, w) < min_side:
+        raise ValueError(f"the images are {w}×{h} pixels, too small to fuse: rediffuse needs at least "
+                         f"{min_side} pixels per side (smaller images up to the network's minimum are padded)")
+
+
+@dataclass
+class StackInfo:
+    """What :meth:`FrameReader.survey` found: frame size, colour flags and bits per frame, and the
+    alignment decision (``motion`` None: the frames are used as they are)."""
+
+    height: int
+    width: int
+    colour: list[bool]
+    bits: list[int]
+    motion: str | None = None
+    largest_move_px: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+class FrameReader:
+    """The frames of a stack, read one at a time with ``load(i) -> (array, bits)`` (``uint8`` or
+    float32 0–255, ``[H, W]`` or ``[H, W, 3]``) and, once registered, resampled onto the grid of
+    frame ``reference``. ``names`` label the frames in messages."""
+
+    def __init__(self, load: Loader, names: Sequence[str], reference: int = 0):
+        if not 0 <= reference < len(names):
+            raise ValueError(f"reference must name one of the {len(names)} images (0 to {len(names) - 1} "
+                             f"in Python, 1 to {len(names)} on the command line), got {reference}")
+        self.load, self.names, self.reference = load, list(names), reference
+        self.n = len(self.names)
+        self.registrations: list[Registration] | None = None
+
+    def frame(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Frame ``i`` on the reference grid and where it covers it (``None``: everywhere)."""
+        a, _ = self.load(i)
+        reg = self.registrations[i] if self.registrations else None
+        if reg is None or reg.is_identity:
+            return a, None
+        return warp(a, reg.matrix)
+
+    def survey(self, align: str = "none", min_side: int = 8,
+               log: Callable[[str], None] | None = None) -> StackInfo:
+        """Read every frame once: check their sizes, note colour and bit depth, and register them as
+        ``align`` says (see ``rediffuse.align.ALIGN_MODES``). ``"auto"`` registers on a small pyramid
+        level first and registers the whole stack (similarity) only when a frame is measurably
+        misaligned (more than ``AUTO_THRESHOLD_PX``); each decision is one line to ``log``."""
+        if align not in ALIGN_MODES:
+            raise ValueError(f"align must be one of {', '.join(ALIGN_MODES)}, got {align!r}")
+        say = log or (lambda msg: None)
+        order = [self.reference] + [i for i in range(self.n) if i != self.reference]
+        sizes: list[tuple[int, int] | None] = [None] * self.n
+        colour, bits = [False] * self.n, [8] * self.n
+        motion = None if align == "none" else ("similarity" if align == "auto" else align)
+        side = CHECK_SIDE if align == "auto" else MAX_SIDE
+        ref_pyr, regs, prev, failure = None, [None] * self.n, None, None
+        for i in order:
+            a, bits[i] = self.load(i)
+            sizes[i], colour[i] = a.shape[:2], a.ndim == 3
+            if motion is None or failure or sizes[i] != sizes[self.reference] or min(sizes[i]) < min_side:
+                continue
+            if i == self.reference:
+                ref_pyr = Pyramid(luma(a), side)
+                regs[i] = Registration(np.eye(3), motion, 1.0)
+                continue
+            try:
+                regs[i] = self._register(ref_pyr, Pyramid(luma(a), side), motion, prev, i)
+                prev = regs[i].matrix
+            except RegistrationError as e:
+                failure = e
+        check_sizes(sizes, self.names, min_side)  # type: ignore[arg-type]
+        h, w = sizes[0]  # type: ignore[misc]
+        info = StackInfo(h, w, colour, bits)
+        if motion is None:
+            return info
+        if failure is not None:
+            if align != "auto":
+                raise failure
+            msg = (f"could not check whether the frames are aligned ({getattr(failure, 'short', failure)}); "
+                   "fused as they are (--align similarity forces registration, --align none skips the check)")
+            warnings.warn(msg, stacklevel=3)
+            info.notes.append(msg)
+            return info
+        info.largest_move_px = max(displacement(r.matrix, (h, w)) for r in regs)
+        worst = max(range(self.n), key=lambda k: displacement(regs[k].matrix, (h, w)))
+        if align == "auto":
+            if info.largest_move_px <= AUTO_THRESHOLD_PX:
+                say(f"frames aligned (they move by {info.largest_move_px:.1f} px at most): fused as they are")
+                return info
+            say(f"frames misaligned by up to {info.largest_move_px:.1f} px ({self.names[worst]}): registering "
+                f"every frame to {self.names[self.reference]} (similarity; --align none fuses them as they are)")
+            regs = self._refine(regs, "similarity")
+            info.largest_move_px = max(displacement(r.matrix, (h, w)) for r in regs)
+        else:
+            say(f"registered every frame to {self.names[self.reference]} ({motion}; frames moved by up to "
+                f"{info.largest_move_px:.1f} px)")
+        self.registrations = regs  # type: ignore[assignment]
+        info.motion = motion
+        return info
+
+    def _register(self, ref: Pyramid, pyr: Pyramid, motion: str, init: np.ndarray | None, i: int) -> Registration:
+        """Register frame ``i``, starting from ``init`` (a neighbour's estimate) and, should that fail,
+        from phase correlation; a one-line :class:`RegistrationError` naming the frame otherwise."""
+        try:
+            return register(ref, pyr, motion, init=init)
+        except RegistrationError as e:
+            if init is not None:
+                try:
+                    return register(ref, pyr, motion)
+                except RegistrationError:
+                    pass
+            err = RegistrationError(
+                f"{self.names[i]} cannot be registered to {self.names[self.reference]} ({motion}): {e}; check that "
+                f"it belongs to this stack, pick a reference focused mid-stack (--reference K), or fuse "
+                f"the frames as they are (--align none)")
+            err.short = f"{self.names[i]}: {e}"  # type: ignore[attr-defined]
+            raise err from None
+
+    def _refine(self, coarse: list[Registration], motion: str) -> list[Registration]:
+        """Full-precision registration (levels up to ``MAX_SIDE``) from coarse estimates."""
+        ref, _ = self.load(self.reference)
+        ref_pyr = Pyramid(luma(ref), MAX_SIDE)
+        del ref
+        out = list(coarse)
+        for i in range(self.n):
+            if i != self.reference:
+                a, _ = self.load(i)
+                out[i] = self._register(ref_pyr, Pyramid(luma(a), MAX_SIDE), motion, coarse[i].matrix, i)
+        return out
+
+
+def _valid_or_all(valid: np.ndarray | None, s: slice) -> np.ndarray | bool:
+    return True if valid is None else valid[s]
+
+
+def accumulate(frames: FrameReader, info: StackInfo, *, channels: int, frame_sum: bool, chroma: bool
+               ) -> tuple[np.ndarray | None, tuple[np.ndarray, np.ndarray] | None]:
+    """Pass 1: the sum of the frames' network inputs ``[C, H, W]`` float64 (in [-1, 1] per frame;
+    with ``frame_sum``) and the fused chroma ``(Cb, Cr)`` ``[H, W]`` float64 (with ``chroma``;
+    frames count only where they cover the reference grid, grey frames not at all)."""
+    h, w = info.height, info.width
+    total = np.zeros((channels, h, w), np.float64) if frame_sum else None
+    num = np.zeros((2, h, w), np.float64) if chroma else None
+    den = np.zeros((2, h, w), np.float64) if chroma else None
+    for i in range(frames.n):
+        if not (frame_sum or (chroma and info.colour[i])):
+            continue
+        a, valid = frames.frame(i)
+        if frame_sum:
+            total += image_to_tensor(a, y_only=channels == 1).numpy()
+        if chroma and a.ndim == 3:
+            for s in _strips(h):
+                c = np.moveaxis(rgb_to_ycbcr(a[s])[..., 1:], -1, 0)
+                wgt = np.abs(c - 128.0)
+                if valid is not None:
+                    wgt *= valid[s]
+                num[:, s] += c * wgt
+                den[:, s] += wgt
+        del a, valid
+    cbcr = None
+    if chroma:
+        out = np.full((2, h, w), 128.0)
+        np.divide(num, den, out=out, where=den > 0)  # grey (128) where no frame has any colour
+        cbcr = (out[0], out[1])
+    return total, cbcr
+
+
+class OnlineSoftmax:
+    """``Σ_i softmax_i(z_i) · y_i`` over frames that arrive one at a time (z_i = l_i / τ), with the
+    frame of the largest weight (``depth``) and, when ``keep`` names a folder, every z_i written
+    there (one raw float32 file per frame, written and read back in row strips, never mapped, so
+    it costs disk, not memory) for the weight maps. Memory: a few arrays of one frame's size."""
+
+    def __init__(self, n: int, shape: tuple[int, int, int], *, numerator: bool = True, depth: bool = False,
+                 keep: str | os.PathLike | None = None):
+        self.n, self.shape = n, shape
+        self.m = np.full(shape, _OUTSIDE, np.float32)
+        self.d = np.zeros(shape, np.float32)
+        self.num = np.zeros(shape, np.float32) if numerator else None
+        self.best = np.full(shape[1:], -np.inf, np.float32) if depth else None
+        self.index = np.zeros(shape[1:], np.uint16) if depth else None
+        self.keep = Path(keep) if keep else None
+
+    def add(self, i: int, logit: np.ndarray, y: np.ndarray | None = None, valid: np.ndarray | None = None,
+            scale: float = 1.0) -> None:
+        """Frame ``i``'s logits ``[C, H, W]`` (z = ``scale`` · logit; and its values ``y``, same
+        shape), counted only where ``valid`` ``[H, W]`` (``None``: everywhere). Row strips keep the
+        temporaries small (a 24-MP frame would otherwise need several full-size float copies)."""
+        with contextlib.ExitStack() as files:
+            kept = files.enter_context(open(self.keep / f"{i}.f32", "wb")) if self.keep else None
+            for s in _strips(self.shape[1]):
+                z = np.asarray(logit[:, s], np.float32) * np.float32(scale)
+                if valid is not None:
+                    z = np.where(valid[None, s], z, _OUTSIDE)
+                if kept is not None:
+                    z.tofile(kept)
+                m_new = np.maximum(self.m[:, s], z)
+                rescale = np.exp(self.m[:, s] - m_new)  # ≤ 1: the earlier sums in the new maximum's units
+                e = np.exp(z - m_new)
+                self.d[:, s] = self.d[:, s] * rescale + e
+                if self.num is not None:
+                    self.num[:, s] = self.num[:, s] * rescale + e * y[:, s]
+                self.m[:, s] = m_new
+                if self.best is not None:
+                    zc = z.mean(0)  # an RGB model has a logit per channel: the frame's weight is their mean
+                    better = zc > self.best[s]
+                    self.best[s][better] = zc[better]
+                    self.index[s][better] = i
+
+    def result(self) -> np.ndarray:
+        """``[C, H, W]`` float32: the softmax-weighted sum of the ``y`` added."""
+        return self.num / self.d
+
+    def weight(self, i: int) -> np.ndarray:
+        """Frame ``i``'s final weight ``[H, W]`` float32 in [0, 1] (mean over channels), from the kept logits."""
+        c, h, w = self.shape
+        out = np.empty((h, w), np.float32)
+        with open(self.keep / f"{i}.f32", "rb") as f:
+            for s in _strips(h):
+                z = np.fromfile(f, np.float32, c * (s.stop - s.start) * w).reshape(c, -1, w)
+                out[s] = (np.exp(z - self.m[:, s]) / self.d[:, s]).mean(0)
+        return out
+
+
+def fuse_softmax(frames: FrameReader, logit: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                 total: np.ndarray, *, channels: int, tau: float = TAU, depth: bool = False,
+                 keep: str | os.PathLike | None = None) -> OnlineSoftmax:
+    """Pass 2, order-independent: ``l_i = logit(Y_i, R_i)`` with ``R_i = (total − Y_i) / (N − 1)``
+    (``[1, C, H, W]`` tensors in [-1, 1]), accumulated as ``softmax_i(l_i / τ)``; returns the
+    accumulator (``result()``: the fused ``[C, H, W]`` in [-1, 1])."""
+    n = frames.n
+    acc = OnlineSoftmax(n, total.shape, depth=depth, keep=keep)
+    for i in range(n):
+        a, valid = frames.frame(i)
+        y = image_to_tensor(a, y_only=channels == 1)
+        del a
+        rest = np.empty(y.shape, np.float32)
+        yn = y.numpy()
+        for s in _strips(y.shape[1]):  # the mean of the other frames, without a float64 copy of the frame
+            rest[:, s] = (total[:, s] - yn[:, s]) / (n - 1)
+        out = logit(y[None], torch.from_numpy(rest)[None])[0].cpu().numpy()
+        del rest
+        acc.add(i, out, yn, valid, scale=1.0 / tau)
+        del out, y, yn, valid
+    return acc
+
+
+def fuse_fold(frames: FrameReader, pair: Callable[[torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor | None]"],
+              *, channels: int, depth: bool = False, keep: str | os.PathLike | None = None
+              ) -> tuple[torch.Tensor, OnlineSoftmax | None]:
+    """Pass 2, pairwise: ``F = ((Y₁ ⊕ Y₂) ⊕ Y₃) ⊕ …`` with ``pair(F, Y_i) -> (fused, logit or None)``
+    (the order of the frames matters). Where frame i does not cover the grid the fold keeps what it
+    has. For two frames with a logit, also the weights ``σ(l)`` and ``1 − σ(l)`` (as a softmax over
+    ``(l, 0)``) for the depth and weight maps. Returns ``([1, C, H, W]`` in [-1, 1], the weights or None)."""
+    want = (depth or keep) and frames.n == 2
+    fused, covered, acc, first_valid = None, None, None, None
+    for i in range(frames.n):
+        a, valid = frames.frame(i)
+        y = image_to_tensor(a, y_only=channels == 1)[None]
+        del a
+        if fused is None:
+            fused, covered, first_valid = y, valid, valid
+            continue
+        out, logit = pair(fused, y.to(fused.device))
+        if valid is not None or covered is not None:
+            v = torch.from_numpy(valid if valid is not None else np.ones(y.shape[-2:], bool)).to(out.device)
+            c = torch.from_numpy(covered if covered is not None else np.ones(y.shape[-2:], bool)).to(out.device)
+            out = torch.where(v & c, out, torch.where(v, y.to(out.device), fused))
+            covered = None if bool((v | c).all()) else (v | c).cpu().numpy()
+        fused = out
+        if want:
+            if logit is None:
+                raise ValueError("depth and weight maps need a weight-map model (prediction 'weights')")
+            acc = OnlineSoftmax(2, tuple(logit.shape[1:]), numerator=False, depth=depth, keep=keep)
+            acc.add(0, logit[0].cpu().numpy(), valid=first_valid)
+            acc.add(1, np.zeros(tuple(logit.shape[1:]), np.float32), valid=valid)
+    return fused, acc
+
+
+def write_depth_map(path: str | os.PathLike, index: np.ndarray, n: int) -> Path:
+    """The frame of the largest weight per pixel as an image: 8 bits with frame i (0-based) at grey
+    ``round(i · 255 / (N − 1))`` for up to 256 frames, else the index itself at 16 bits (PNG/TIFF)."""
+    if n <= 256:
+        img = np.rint(index.astype(np.float32) * (255.0 / max(n - 1, 1))).astype(np.uint8)
+    else:
+        img = index.astype(np.uint16)
+    return write_image(path, img)
+
+
+def write_weight_maps(folder: str | os.PathLike, acc: OnlineSoftmax, names: Sequence[str]) -> list[Path]:
+    """One 16-bit grey PNG per frame, ``weight-<k>.png`` (k from 1, in input order): its weight × 65535."""
+    folder = Path(folder)
+    width = max(2, len(str(len(names))))
+    paths = []
+    for i in range(acc.n):
+        w = acc.weight(i)
+        paths.append(write_image(folder / f"weight-{i + 1:0{width}d}.png",
+                                 np.clip(np.rint(w * 65535.0), 0, 65535).astype(np.uint16)))
+    return paths
+
+
+@contextlib.contextmanager
+def logit_store(folder: str | os.PathLike | None) -> Iterator[Path | None]:
+    """A scratch folder for the kept logits inside ``folder`` (the weight maps' own folder, so a
+    large stack fills the disk the user chose, not /tmp), removed afterwards; ``None`` when
+    ``folder`` is None."""
+    if folder is None:
+        yield None
+        return
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".rediffuse-logits-", dir=folder) as tmp:
+        yield Path(tmp)
