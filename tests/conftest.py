@@ -32,3 +32,17 @@ def tiny_checkpoint(tmp_path_factory):
                       model=dict(base=8, mults=(1, 2), conv="bconv", groups=2, emb_dim=16))
     train(cfg, out, progress=False)
     return out / "last.pt"
+
+
+def numbers_in(obj):
+    """Every number in a nested results structure (dicts, lists; booleans skipped)."""
+    if isinstance(obj, bool):
+        return
+    if isinstance(obj, (int, float)):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from numbers_in(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from numbers_in(v)

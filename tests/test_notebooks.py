@@ -10,22 +10,13 @@ import pytest
 
 from rediffuse.paths import REPO_ROOT
 from rediffuse.tutorial import list_notebooks, run_notebook
+from tests.conftest import numbers_in
 
 OUT = REPO_ROOT / "outputs" / "test-notebooks"
 NOTEBOOKS = list_notebooks()
 
 
-def _numbers(obj):
-    if isinstance(obj, bool):
-        return
-    if isinstance(obj, (int, float)):
-        yield obj
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            yield from _numbers(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            yield from _numbers(v)
+_numbers = numbers_in
 
 
 def check_01_bconv(r):

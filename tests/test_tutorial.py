@@ -10,6 +10,7 @@ import pytest
 
 from rediffuse import tutorial
 from rediffuse.tutorial import notebook_parameters, parse_parameter, run_tutorial
+from tests.conftest import numbers_in
 
 
 def test_parse_parameter():
@@ -44,17 +45,7 @@ def test_parameters_go_where_they_are_defined(monkeypatch, tmp_path):
         run_tutorial(tmp_path, device="cpu", only=["03"], parameters={"SMOKE": False})
 
 
-def _numbers(obj):
-    if isinstance(obj, bool):
-        return
-    if isinstance(obj, (int, float)):
-        yield obj
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            yield from _numbers(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            yield from _numbers(v)
+_numbers = numbers_in
 
 
 @pytest.mark.slow

@@ -18,6 +18,31 @@ def save_figure(fig, output_dir: str | Path | None, name: str, dpi: int = 110) -
     return path
 
 
+def live_figure(controls, draw):
+    """An ipywidgets ``Output`` showing ``draw()`` (a function returning a figure), redrawn whenever one
+    of ``controls`` (widgets) changes value.
+
+    The output's figures are replaced directly: capturing with ``with out:`` plus
+    ``clear_output(wait=True)`` can stall unattended runs (papermill/nbclient).
+    """
+    import ipywidgets as widgets  # optional: the notebooks extra
+
+    out = widgets.Output()
+
+    def redraw(*_):
+        fig = draw()
+        if isinstance(fig, tuple):  # draw functions that also return a value
+            fig = fig[0]
+        out.outputs = ()
+        out.append_display_data(fig)
+        plt.close(fig)
+
+    for w in controls:
+        w.observe(redraw, names="value")
+    redraw()
+    return out
+
+
 def _as_numpy(img) -> np.ndarray:
     if hasattr(img, "detach"):
         img = img.detach().cpu().float().numpy()

@@ -9,6 +9,7 @@ import torch
 
 from ..bases import FilterBasis, rotated_coords
 from ..groups import disc_mask, rotate_image, rotate_image_angle
+from .common import live_figure
 
 
 def plot_basis(basis: FilterBasis, fine: int = 49, max_functions: int = 25):
@@ -121,19 +122,7 @@ def rotation_explorer(lift, image: torch.Tensor, field: int = 0):
         return fig
 
     slider = widgets.IntSlider(value=0, min=0, max=m - 1, description=f"step (2π/{m})")
-    out = widgets.Output()
-
-    def redraw(*_):
-        fig = draw(slider.value)
-        # replace the outputs directly: capturing with ``with out:`` + clear_output can stall
-        # unattended runs (papermill/nbclient)
-        out.outputs = ()
-        out.append_display_data(fig)
-        plt.close(fig)
-
-    slider.observe(redraw, names="value")
-    redraw()
-    return widgets.VBox([slider, out]), draw
+    return widgets.VBox([slider, live_figure([slider], lambda: draw(slider.value))]), draw
 
 
 def _turn(x: torch.Tensor, degrees: float) -> torch.Tensor:
@@ -202,14 +191,4 @@ def angle_explorer(lift, image: torch.Tensor, field: int = 0, step: float = 5.0)
         return fig
 
     slider = widgets.FloatSlider(value=0.0, min=0.0, max=360.0, step=step, description="angle (°)")
-    out = widgets.Output()
-
-    def redraw(*_):
-        fig = draw(slider.value)
-        out.outputs = ()
-        out.append_display_data(fig)
-        plt.close(fig)
-
-    slider.observe(redraw, names="value")
-    redraw()
-    return widgets.VBox([slider, out]), draw
+    return widgets.VBox([slider, live_figure([slider], lambda: draw(slider.value))]), draw

@@ -40,6 +40,7 @@ from ..theory import (
     render_fields,
     unet_error_map,
 )
+from .common import live_figure
 
 __all__ = ["plot_field", "plot_bound_checks", "plot_groupnorm", "plot_network_checks", "plot_angle_sweep",
            "plot_unet_deltas", "plot_fit_vs_envelope", "plot_quarter_turns", "plot_design_mistakes",
@@ -407,7 +408,6 @@ def theorem_explorer(field, nets: dict, envelope: tuple[float, float] | None = N
     """ipywidgets controls (angle, δ, m, operator) that redraw ``draw_explorer``."""
     import ipywidgets as W
 
-    plt = _plt()
     angle = W.FloatSlider(value=30.0, min=0.0, max=360.0, step=1.0, description="angle θ (°)",
                           continuous_update=False)
     delta = W.SelectionSlider(options=[(f"1/{2 ** k}", 2.0 ** -k) for k in range(3, 8)], value=2.0 ** -5,
@@ -416,20 +416,9 @@ def theorem_explorer(field, nets: dict, envelope: tuple[float, float] | None = N
                    description="m")
     operator = W.Dropdown(options=[(v, k) for k, v in OPERATOR_LABELS.items()], value="maxpool",
                           description="operator")
-    out = W.Output()
-
-    def redraw(*_):
-        fig, _ = draw_explorer(field, operator.value, angle.value, delta.value, m.value, nets=nets,
-                               envelope=envelope, measured=measured, G=G, radius=radius)
-        # replace the widget's outputs directly rather than capturing with ``with out:`` and
-        # clear_output(wait=True): that message dance can stall unattended runs (papermill/nbclient)
-        out.outputs = ()
-        out.append_display_data(fig)
-        plt.close(fig)
-
-    for w in (angle, delta, m, operator):
-        w.observe(redraw, names="value")
-    redraw()
+    out = live_figure((angle, delta, m, operator), lambda: draw_explorer(
+        field, operator.value, angle.value, delta.value, m.value, nets=nets, envelope=envelope,
+        measured=measured, G=G, radius=radius))
     return W.VBox([W.HBox([operator, m]), W.HBox([angle, delta]), out])
 
 
@@ -461,19 +450,9 @@ def unet_map_explorer(nets: dict, fields, delta: float, radius: float = 0.8):
     """ipywidgets: pick a U-Net and an angle; redraws ``draw_unet_map``."""
     import ipywidgets as W
 
-    plt = _plt()
     angle = W.FloatSlider(value=22.5, min=0.0, max=360.0, step=2.5, description="angle θ (°)",
                           continuous_update=False)
     which = W.Dropdown(options=list(nets), value=next(iter(nets)), description="network")
-    out = W.Output()
-
-    def redraw(*_):
-        fig, _ = draw_unet_map(nets[which.value], fields, delta, angle.value, which.value, radius)
-        out.outputs = ()  # see theorem_explorer: no clear_output/wait dance under papermill
-        out.append_display_data(fig)
-        plt.close(fig)
-
-    for w in (angle, which):
-        w.observe(redraw, names="value")
-    redraw()
+    out = live_figure((angle, which), lambda: draw_unet_map(nets[which.value], fields, delta, angle.value,
+                                                           which.value, radius))
     return W.VBox([W.HBox([which, angle]), out])
