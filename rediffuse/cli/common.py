@@ -15,7 +15,8 @@ from typing import Iterator
 
 __all__ = [
     "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_INTERRUPTED", "DEVICE_CHOICES",
-    "device_parent", "runtime_parent", "setup_runtime", "nonneg_int", "pos_int", "seed_int", "run_command",
+    "device_parent", "runtime_parent", "setup_runtime", "number_type", "nonneg_int", "pos_int", "seed_int",
+    "pos_float", "probability", "run_command",
     "UsageError", "SEED_LIMIT", "one_line_warnings",
 ]
 
@@ -42,37 +43,29 @@ class UsageError(ValueError):
     one of the inputs): reported like argparse's usage errors, one line and exit code 2."""
 
 
-def nonneg_int(value: str) -> int:
-    """argparse type: a whole number ≥ 0."""
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"expected a number ≥ 0, got {n}")
-    return n
+def number_type(convert, ok, wanted: str, name: str):
+    """An argparse type: ``convert(text)`` (int or float) that must satisfy ``ok(value)``; the one-line
+    errors say what was ``wanted``."""
+    noun = "a whole number" if convert is int else "a number"
+
+    def parse(value: str):
+        try:
+            x = convert(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {noun}, got {value!r}") from None
+        if not ok(x):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {value}")
+        return x
+
+    parse.__name__ = name  # argparse names the type in its messages
+    return parse
 
 
-def pos_int(value: str) -> int:
-    """argparse type: a whole number ≥ 1."""
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a number ≥ 1, got {n}")
-    return n
-
-
-def seed_int(value: str) -> int:
-    """argparse type: a seed, a whole number from 0 to 2**63 - 1 (what torch.Generator takes)."""
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if not 0 <= n < SEED_LIMIT:
-        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 2**63 - 1, got {n}")
-    return n
+nonneg_int = number_type(int, lambda n: n >= 0, "a number ≥ 0", "nonneg_int")
+pos_int = number_type(int, lambda n: n >= 1, "a number ≥ 1", "pos_int")
+seed_int = number_type(int, lambda n: 0 <= n < SEED_LIMIT, "a whole number from 0 to 2**63 - 1", "seed_int")
+pos_float = number_type(float, lambda x: 0 < x < float("inf"), "a positive number", "pos_float")
+probability = number_type(float, lambda x: 0 <= x < 1, "a number from 0 to below 1", "probability")
 
 
 def device_parent() -> argparse.ArgumentParser:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import EXIT_USAGE, nonneg_int, pos_int, runtime_parent, setup_runtime
+from .common import EXIT_USAGE, nonneg_int, pos_float, pos_int, probability, runtime_parent, setup_runtime
 
 __all__ = ["add_parser", "run"]
 
@@ -15,26 +15,6 @@ DATA_KEYS = ("data", "synthetic", "layered")
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Defaults in the option help, and the examples kept one per line (plain defaults reflow them)."""
-
-
-def _pos_float(value: str) -> float:
-    try:
-        x = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
-    if not x > 0 or x == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return x
-
-
-def _probability(value: str) -> float:
-    try:
-        x = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
-    if not 0 <= x < 1:
-        raise argparse.ArgumentTypeError(f"expected a number from 0 to below 1, got {value}")
-    return x
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -81,10 +61,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     o.add_argument("--batch", type=pos_int, default=SUPPRESS,
                    help="global batch, split across processes (default: 16)")
     o.add_argument("--crop", type=pos_int, default=SUPPRESS, help="training crop side (default: 64)")
-    o.add_argument("--lr", type=_pos_float, default=SUPPRESS, help="AdamW learning rate (default: 0.0002)")
+    o.add_argument("--lr", type=pos_float, default=SUPPRESS, help="AdamW learning rate (default: 0.0002)")
     o.add_argument("--prediction", choices=["eps", "x0", "weights"], default=SUPPRESS,
                    help="what the network predicts: noise (the paper), the image, or a weight map (default: weights)")
-    o.add_argument("--loss-scale", type=_pos_float, default=SUPPRESS,
+    o.add_argument("--loss-scale", type=pos_float, default=SUPPRESS,
                    help="the official code multiplies the ε-MSE by 128 (default: 1)")
     o.add_argument("--loss", choices=["mse", "l1_grad"], default=SUPPRESS,
                    help="training loss; l1_grad = L1 + gradient L1 on the fused image (x0/weights models) "
@@ -100,7 +80,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     m.add_argument("--mults", type=pos_int, nargs="+", default=SUPPRESS,
                    help="width multipliers (paper: 1 2 4 8) (default: 1 2 4)")
     m.add_argument("--groups", type=pos_int, default=SUPPRESS, help="GroupNorm groups (paper: 16) (default: 4)")
-    m.add_argument("--dropout", type=_probability, default=SUPPRESS, help="(default: 0.1)")
+    m.add_argument("--dropout", type=probability, default=SUPPRESS, help="(default: 0.1)")
     m.add_argument("--attention", type=nonneg_int, default=SUPPRESS, metavar="HEADS",
                    help="global self-attention heads at the bottleneck (0: none, as the paper) (default: 0)")
 
