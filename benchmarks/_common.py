@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -19,7 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-__all__ = ["REPO_ROOT", "parser", "setup", "write_json", "child_env"]
+__all__ = ["REPO_ROOT", "parser", "setup", "write_json", "child_env", "run_fuse_cli"]
 
 
 def parser(doc: str, *, threads: int = 1) -> argparse.ArgumentParser:
@@ -54,3 +56,17 @@ def child_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     return env
+
+
+def run_fuse_cli(inputs, output, *, threads: int, checkpoint, steps: int | None = None,
+                 extra: tuple[str, ...] = ()) -> tuple[int, float, float]:
+    """Run ``python -m rediffuse fuse INPUTS -o OUTPUT`` in a child process on the CPU; returns
+    ``(exit code, wall seconds, peak resident memory in kB)`` of that child alone."""
+    cmd = [sys.executable, "-m", "rediffuse", "fuse", *map(str, inputs), "-o", str(output), *extra,
+           "--device", "cpu", "--threads", str(threads), "--checkpoint", str(checkpoint), "-q"]
+    if steps:
+        cmd += ["--steps", str(steps)]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=child_env())
+    _, status, usage = os.wait4(proc.pid, 0)
+    return os.waitstatus_to_exitcode(status), time.perf_counter() - t0, float(usage.ru_maxrss)  # kB on Linux

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import _common  # first: thread pools and sys.path
 
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -87,25 +85,17 @@ def part_large(ckpt: str | None, size: str, steps: int | None, threads: int) -> 
         Image.fromarray(a).save(d / "a.png", compress_level=1)
         Image.fromarray(b).save(d / "b.png", compress_level=1)
         del a, b
-        cmd = [sys.executable, "-m", "rediffuse", "fuse", str(d / "a.png"), str(d / "b.png"),
-               "-o", str(d / "fused.png"), "--device", "cpu", "--threads", str(threads), "-q",
-               "--checkpoint", str(ckpt or DEFAULT_CHECKPOINT)]
-        if steps:
-            cmd += ["--steps", str(steps)]
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=_common.child_env())
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        ok = proc.returncode == 0 and (d / "fused.png").is_file()
+        code, wall, rss_kb = _common.run_fuse_cli([d / "a.png", d / "b.png"], d / "fused.png", threads=threads,
+                                                  steps=steps, checkpoint=ckpt or DEFAULT_CHECKPOINT)
+        ok = code == 0 and (d / "fused.png").is_file()
         if ok:
             with Image.open(d / "fused.png") as im:
                 ok = im.size == (width, height)
-    peak_mb = usage.ru_maxrss / 1024  # kB on Linux
+    peak_mb = rss_kb / 1024
     print(f"\n{width}×{height} colour pair, `rediffuse fuse` on CPU ({threads} thread(s)), checkpoint "
-          f"{ckpt or DEFAULT_CHECKPOINT}: exit {proc.returncode}, output {'ok' if ok else 'MISSING/WRONG'}, "
+          f"{ckpt or DEFAULT_CHECKPOINT}: exit {code}, output {'ok' if ok else 'MISSING/WRONG'}, "
           f"wall {wall:.0f} s, peak RSS {peak_mb:.0f} MB ({peak_mb / 1024:.2f} GiB)")
-    return dict(size=[width, height], exit=proc.returncode, ok=ok, wall_s=wall, peak_rss_mb=peak_mb,
+    return dict(size=[width, height], exit=code, ok=ok, wall_s=wall, peak_rss_mb=peak_mb,
                 checkpoint=str(ckpt or DEFAULT_CHECKPOINT), threads=threads)
 
 

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import _common  # first: thread pools and sys.path
 
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -127,18 +125,11 @@ def part_stack(ckpt: str | None, frames: int, size: tuple[int, int], steps: int 
         t0 = time.perf_counter()
         paths = write_stack(d, frames, size)
         made = time.perf_counter() - t0
-        cmd = [sys.executable, "-m", "rediffuse", "fuse", *map(str, paths), "-o", str(d / "fused.png"),
-               "--depth-map", str(d / "depth.png"), "--device", "cpu", "--threads", str(threads),
-               "--checkpoint", str(ckpt or DEFAULT_CHECKPOINT), "-q"]
-        if steps:
-            cmd += ["--steps", str(steps)]
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=_common.child_env())
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        code = os.waitstatus_to_exitcode(status)
+        code, wall, rss_kb = _common.run_fuse_cli(paths, d / "fused.png", threads=threads, steps=steps,
+                                                  checkpoint=ckpt or DEFAULT_CHECKPOINT,
+                                                  extra=("--depth-map", str(d / "depth.png")))
         ok = code == 0 and (d / "fused.png").is_file() and (d / "depth.png").is_file()
-    peak_gb = usage.ru_maxrss / 1024 ** 2  # kB on Linux
+    peak_gb = rss_kb / 1024 ** 2
     verdict = "within" if peak_gb <= BUDGET_GB else "OVER"
     print(f"\n{frames}-frame {w}×{h} colour stack (JPEG, written in {made:.0f} s), `rediffuse fuse` with a depth map, "
           f"CPU, {threads} thread(s): exit {code}, output {'ok' if ok else 'MISSING'}, wall {wall:.0f} s, "
