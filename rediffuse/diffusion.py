@@ -20,11 +20,16 @@ Conventions
 - Schedule arithmetic is float64; coefficients are cast to the sample's dtype where they are used.
 - All randomness comes from the ``generator`` passed in (drawn on the generator's device and moved),
   so training draws and samples are reproducible.
+- ``clip`` (every sampler, default ``True``): x̂0 is clamped to [−1, 1] at each step, as the official
+  ReDiffuse and FusionDiff code does; the paper's Eq. 6 is written without the clamp (``clip=False``).
+  Where the clamp changes x̂0, ε̂ is recomputed so that (x̂0, ε̂) still reproduce x_t.
+- ``on_step`` (every sampler): called with a :class:`SamplerStep` at each visited timestep, e.g. a
+  :class:`Trajectory` that keeps the states for a figure.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, Protocol, Sequence
+from typing import Callable, NamedTuple, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +60,9 @@ __all__ = [
     "get_sampler",
     "ddnm_lambda",
     "make_ddnm_correction",
+    "SamplerStep",
+    "Trajectory",
+    "x0_prediction_error",
 ]
 
 
@@ -63,6 +71,25 @@ class Model(Protocol):
 
 
 CorrectFn = Callable[[Tensor, int], Tensor]
+
+
+class SamplerStep(NamedTuple):
+    """What a sampler saw at one visited timestep (tensors ``[B, C, H, W]``, not copied).
+
+    ``x_t``: the state entering the step; ``x0_unclipped``: x̂0 as the network's output implies it;
+    ``x0_hat``: the x̂0 the update used (after the clamp and any correction); ``x_prev``: the state
+    the update produced (at ``t_prev = −1`` it equals ``x0_hat``).
+    """
+
+    t: int
+    t_prev: int
+    x_t: Tensor
+    x0_unclipped: Tensor
+    x0_hat: Tensor
+    x_prev: Tensor
+
+
+StepFn = Callable[[SamplerStep], None]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -278,11 +305,17 @@ def predict_x0_eps(
     a = _per_sample(schedule.alphas_cumprod.sqrt(), t, x_t)
     s = _per_sample((1.0 - schedule.alphas_cumprod).sqrt(), t, x_t)
     x0, eps = conv(model_out, x_t, a, s, cond)
-    if clip:
-        x0c = x0.clamp(-1.0, 1.0)
-        eps = torch.where(x0c != x0, (x_t - a * x0c) / s, eps)
-        x0 = x0c
-    return x0, eps
+    return _clamp_pair(x0, eps, x_t, t, schedule) if clip else (x0, eps)
+
+
+def _clamp_pair(x0: Tensor, eps: Tensor, x_t: Tensor, t: Tensor | int, schedule: NoiseSchedule):
+    """x̂0 clamped to [−1, 1]; ε̂ recomputed from it only where the clamp acted (elsewhere bit-exact)."""
+    x0c = x0.clamp(-1.0, 1.0)
+    if torch.equal(x0c, x0):
+        return x0, eps
+    a = _per_sample(schedule.alphas_cumprod.sqrt(), t, x_t)
+    s = _per_sample((1.0 - schedule.alphas_cumprod).sqrt(), t, x_t)
+    return x0c, torch.where(x0c != x0, (x_t - a * x0c) / s, eps)
 
 
 def training_loss(
@@ -438,6 +471,7 @@ def _sample_loop(
     correct: CorrectFn | None,
     x_T: Tensor | None,
     grad: bool,
+    on_step: StepFn | None = None,
 ) -> Tensor:
     _converter(prediction)  # fail early on a bad name
     device = cond.device
@@ -454,11 +488,15 @@ def _sample_loop(
         for t, t_prev in pairs:
             tt = model_t[t].repeat(shape[0])
             out = model(x, tt, cond)
-            x0_hat, eps_hat = predict_x0_eps(out, x, t, schedule, prediction, clip=clip, cond=cond)
+            x0_raw, eps_raw = predict_x0_eps(out, x, t, schedule, prediction, clip=False, cond=cond)
+            x0_hat, eps_hat = _clamp_pair(x0_raw, eps_raw, x, t, schedule) if clip else (x0_raw, eps_raw)
             if correct is not None:
                 # the hook changes x̂0 only; ε̂ stays the network's (as in DDNM)
                 x0_hat = correct(x0_hat, t)
-            x = update(x, x0_hat, eps_hat, t, t_prev, generator)
+            x_prev = update(x, x0_hat, eps_hat, t, t_prev, generator)
+            if on_step is not None:
+                on_step(SamplerStep(int(t), int(t_prev), x, x0_raw, x0_hat, x_prev))
+            x = x_prev
     return x
 
 
@@ -476,12 +514,14 @@ def posterior_mean_sampler(
     correct: CorrectFn | None = None,
     x_T: Tensor | None = None,
     grad: bool = False,
+    on_step: StepFn | None = None,
 ) -> Tensor:
-    """ReDiffuse/FusionDiff sampling (paper Eq. 6): from x_T ~ N(0, I), at each t predict x̂0, clamp,
-    optionally ``correct(x̂0, t)``, and move to the posterior mean of q(x_{t_prev} | x_t, x̂0) with no
-    noise. ``steps=None`` visits all T steps; fewer steps use the strided timesteps of
+    """ReDiffuse/FusionDiff sampling (paper Eq. 6): from x_T ~ N(0, I), at each t predict x̂0, clamp it
+    to [−1, 1] (``clip``, the official code's default; ``clip=False`` is Eq. 6 as printed), optionally
+    ``correct(x̂0, t)``, and move to the posterior mean of q(x_{t_prev} | x_t, x̂0) with no noise.
+    ``steps=None`` visits all T steps; fewer steps use the strided timesteps of
     :func:`sampling_timesteps` with respaced β's. Returns x̂0 of the last step, [B, C, H, W].
-    The generator is used only for x_T."""
+    The generator is used only for x_T; ``on_step`` sees every step (:class:`SamplerStep`)."""
 
     def update(x, x0_hat, eps_hat, t, t_prev, gen):
         return posterior_mean_step(x, x0_hat, schedule, t, t_prev)
@@ -489,7 +529,7 @@ def posterior_mean_sampler(
     return _sample_loop(
         model, cond, shape, schedule, sampling_timesteps(schedule.T, steps), update,
         generator=generator, clip=clip, progress=progress, prediction=prediction,
-        correct=correct, x_T=x_T, grad=grad,
+        correct=correct, x_T=x_T, grad=grad, on_step=on_step,
     )
 
 
@@ -508,9 +548,11 @@ def ddim_sampler(
     correct: CorrectFn | None = None,
     x_T: Tensor | None = None,
     grad: bool = False,
+    on_step: StepFn | None = None,
 ) -> Tensor:
     """Generalised DDIM over ``steps`` evenly spaced timesteps T−1 … 0 (any 1 ≤ steps ≤ T).
-    η = 0 is deterministic given x_T; η > 0 draws z each step from ``generator``."""
+    η = 0 is deterministic given x_T; η > 0 draws z each step from ``generator``. ``clip`` and
+    ``on_step`` as in :func:`posterior_mean_sampler`."""
     def update(x, x0_hat, eps_hat, t, t_prev, gen):
         z = None
         if t_prev >= 0 and ddim_coefficients(schedule, t, t_prev, eta)[2] > 0:
@@ -520,7 +562,7 @@ def ddim_sampler(
     return _sample_loop(
         model, cond, shape, schedule, sampling_timesteps(schedule.T, steps), update,
         generator=generator, clip=clip, progress=progress, prediction=prediction,
-        correct=correct, x_T=x_T, grad=grad,
+        correct=correct, x_T=x_T, grad=grad, on_step=on_step,
     )
 
 
@@ -538,13 +580,14 @@ def x0_regression_sampler(
     correct: CorrectFn | None = None,
     x_T: Tensor | None = None,
     grad: bool = False,
+    on_step: StepFn | None = None,
 ) -> Tensor:
     """DRFusion-style few-step sampling: the model regresses x̂0 directly, ``correct`` (e.g. a
     range–null-space projection and the fusion constraint) is applied to x̂0, and the state is
     re-noised deterministically, z_{t−1} = √ᾱ_{t−1} x̂0 + √(1−ᾱ_{t−1}) ε̂ (DDIM, η = 0)."""
     return ddim_sampler(
         model, cond, shape, schedule, steps, generator, clip, progress,
-        eta=0.0, prediction=prediction, correct=correct, x_T=x_T, grad=grad,
+        eta=0.0, prediction=prediction, correct=correct, x_T=x_T, grad=grad, on_step=on_step,
     )
 
 
@@ -561,6 +604,64 @@ def get_sampler(name: str) -> Callable[..., Tensor]:
         return SAMPLERS[name]
     except KeyError:
         raise ValueError(f"unknown sampler {name!r}; available: {sorted(SAMPLERS)}") from None
+
+
+class Trajectory:
+    """An ``on_step`` hook that records a sampling run: per visited step the timestep and the fraction
+    of x̂0 values the clamp would move (outside [−1, 1]); and, at the steps chosen by ``keep``, CPU
+    copies of x_t and x̂0 (as used) for figures.
+
+    ``keep``: ``None`` keeps every step's tensors; an int k keeps k steps evenly spread over the run
+    (the first and the last included), which needs the run's length ``steps`` up front.
+    """
+
+    def __init__(self, keep: int | None = None, steps: int | None = None):
+        if keep is not None and (steps is None or keep < 1):
+            raise ValueError("keep=k needs k ≥ 1 and the run's number of steps")
+        self._keep = None if keep is None else {round(i * (steps - 1) / max(keep - 1, 1)) for i in range(keep)}
+        self.timesteps: list[int] = []
+        self.out_of_range: list[float] = []
+        self.kept: list[int] = []  # timesteps whose tensors are stored
+        self.x_t: list[Tensor] = []
+        self.x0_hat: list[Tensor] = []
+        self.final: Tensor | None = None
+
+    def __call__(self, step: SamplerStep) -> None:
+        i = len(self.timesteps)
+        self.timesteps.append(step.t)
+        self.out_of_range.append(float((step.x0_unclipped.abs() > 1).float().mean()))
+        if self._keep is None or i in self._keep:
+            self.kept.append(step.t)
+            self.x_t.append(step.x_t.detach().float().cpu())
+            self.x0_hat.append(step.x0_hat.detach().float().cpu())
+        self.final = step.x_prev.detach().float().cpu()
+
+
+@torch.no_grad()
+def x0_prediction_error(
+    model: Model,
+    x0: Tensor,
+    cond: Tensor,
+    schedule: NoiseSchedule,
+    timesteps: Sequence[int],
+    noise: Tensor,
+    prediction: str = "eps",
+    clip: bool = True,
+) -> list[float]:
+    """MSE of the one-step estimate x̂0 against ``x0`` at each t of ``timesteps`` (the [−1, 1] scale).
+
+    x0, noise: ``[B, C, H, W]``; cond: ``[B, Cc, H, W]``. The same ``noise`` is used at every t, so the
+    curve shows how the estimate degrades as the signal fraction √ᾱ_t falls, not sampling luck.
+    """
+    errors = []
+    model_t = schedule.timesteps.to(x0.device)
+    for t in timesteps:
+        t = int(t)
+        x_t = q_sample(x0, t, noise, schedule)
+        out = model(x_t, model_t[t].repeat(x0.shape[0]), cond)
+        x0_hat, _ = predict_x0_eps(out, x_t, t, schedule, prediction, clip=clip, cond=cond)
+        errors.append(float(F.mse_loss(x0_hat.to(x0.dtype), x0)))
+    return errors
 
 
 # --------------------------------------------------------------------------------------------------

@@ -317,14 +317,14 @@ class FusionModel:
         return sampler, int(steps)
 
     def settings(self, sampler: str | None = None, steps: int | None = None, *, tile: int | str | None = None,
-                 overlap: int | None = None, seed: int = 0) -> "SamplingSettings":
+                 overlap: int | None = None, seed: int = 0, clip: bool = True) -> "SamplingSettings":
         """Every sampling setting resolved (defaults filled in) and validated once; see
         :class:`SamplingSettings`. ``tile``: "auto", 0/None (whole images) or a side ≥ 32 px."""
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
             raise ValueError(f"seed must be a whole number from 0 to 2**63 - 1, got {seed!r}")
         sampler, steps = self.sampler_settings(sampler, steps)
         tile, overlap = self.resolve_tile(tile, overlap)
-        return SamplingSettings(sampler, steps, tile, overlap, int(seed))
+        return SamplingSettings(sampler, steps, tile, overlap, int(seed), bool(clip))
 
     def count_evaluations(self, height: int, width: int, steps: int, tile: int | None, overlap: int) -> int:
         """Network evaluations (tiles × steps) one pairwise fusion of this size takes."""
@@ -381,6 +381,7 @@ class FusionModel:
             with exact_precision():
                 out = get_sampler(st.sampler)(net, cond, (cond.shape[0], c, H, W), self.schedule, st.steps,
                                               generator=g, x_T=x_T, progress=False, prediction=self.prediction,
+                                              clip=st.clip,
                                               **({"correct": correct} if correct is not None else {}))
         finally:
             if bar is not None:
@@ -434,13 +435,16 @@ class FusionModel:
 @dataclass(frozen=True)
 class SamplingSettings:
     """How a :class:`FusionModel` samples, resolved and validated by :meth:`FusionModel.settings`:
-    ``sampler`` name, ``steps``, ``tile`` side in px (0: whole image) and its ``overlap``, ``seed``."""
+    ``sampler`` name, ``steps``, ``tile`` side in px (0: whole image) and its ``overlap``, ``seed``, and
+    ``clip``: clamp x̂0 to [−1, 1] at every step as the official code does (default), or not, as the
+    paper's Eq. 6 is written (see ``rediffuse.diffusion``; a weight-map x̂0 never leaves the range)."""
 
     sampler: str
     steps: int
     tile: int
     overlap: int
     seed: int = 0
+    clip: bool = True
 
 
 # --------------------------------------------------------------------------------------------------
