@@ -67,6 +67,7 @@ class TrainConfig:
     layered: int = 0  # pairs per epoch drawn with the layered defocus model from the photos in `photos`
     photos: str = ""  # folder tree of all-in-focus photos ("" = <shared>/data/photos)
     crop: int = 64
+    augment: bool = True  # random rot90 + flip of the folder crops (synthetic/layered pairs are drawn turned anyway)
     batch: int = 16
     steps: int = 1000
     lr: float = 2e-4
@@ -240,11 +241,12 @@ def read_losses(out_dir: str | Path) -> list[float]:
 # ---------------------------------------------------------------- data
 
 def build_dataset(cfg: TrainConfig):
-    """Training pool: the folders in ``cfg.data`` (random crops + rot90/flip) plus synthetic pairs."""
+    """Training pool: the folders in ``cfg.data`` (random crops, + rot90/flip when ``cfg.augment``) plus
+    synthetic pairs."""
     if cfg.channels not in (1, 3):
         raise ValueError(f"channels must be 1 (luminance) or 3 (RGB), got {cfg.channels}")
     y_only = cfg.channels == 1
-    parts = [FusionFolder(d, crop=cfg.crop, augment=True, exclude=cfg.exclude or None, require_gt=True,
+    parts = [FusionFolder(d, crop=cfg.crop, augment=cfg.augment, exclude=cfg.exclude or None, require_gt=True,
                           seed=cfg.seed, cache=True, y_only=y_only) for d in cfg.data]
     if cfg.synthetic:
         parts.append(SyntheticPairs(cfg.synthetic, size=cfg.crop, seed=cfg.seed, y_only=y_only, cache=True))
