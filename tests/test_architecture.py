@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("data and metrics", {"data", "synthesis", "degradations", "metrics", "baselines", "peers", "align"}),
     ("checkpoints", {"checkpoint"}),
     ("pipelines", {"stack", "fuse", "train", "resources"}),
-    ("studies", {"evaluate", "fewstep", "restore", "ablation", "theory"}),
+    ("studies", {"evaluate", "fewstep", "restore", "ablation", "theory", "sample_efficiency"}),
     ("presentation", {"viz", "tutorial", "tutorial_solutions"}),
     ("interface", {"cli", "__main__", ""}),  # "" = the package itself (its public API)
 ]

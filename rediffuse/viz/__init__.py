@@ -6,6 +6,7 @@
 - ``viz.diffusion``   schedules, the forward process, loss curves, U-Net shapes (notebook 03)
 - ``viz.evaluation``  zoomed comparisons, difference images, equivariance maps, scatter (notebook 04)
 - ``viz.beyond``      the few-step quality/cost curve, grouped bars of result tables (notebooks 05, 06)
+- ``viz.ablation``    metric dot plots, the sample-efficiency study and the turned-input explorer (notebook 06)
 """
 from .common import save_figure, show_images
 
