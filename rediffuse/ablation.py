@@ -6,7 +6,9 @@
   original plain RGB backbone (paper Table 2);
 - ``parameter_table``: parameter counts of every convolution kind at a given U-Net size.
 
-``train_variants`` trains each variant in its own run folder (``<root>/<prefix><key>``), resuming
+``central_crops`` writes the central square of a few pairs of a folder to another folder, so that a
+small configuration scores the same pairs at a fraction of the cost (fusion and metrics scale with
+the pixels). ``train_variants`` trains each variant in its own run folder (``<root>/<prefix><key>``), resuming
 unfinished runs and skipping finished ones, so the full configuration can be run once from the
 command line (README) and read back by notebook 06. A folder whose run has other settings (another
 size, data or output) is an error, never reused or resumed.
@@ -17,11 +19,13 @@ import dataclasses
 from pathlib import Path
 from typing import Mapping
 
+from .data import FusionFolder, center_crop
+from .imageio import write_image
 from .layers import CONV_KINDS
 from .train import TrainConfig, config_differences, load_checkpoint, read_run_config, train
 from .unet import ReDiffuseUNet, count_parameters
 
-__all__ = ["TABLE3", "TABLE2", "variant_config", "train_variants", "parameter_table", "PAPER_SIZE"]
+__all__ = ["TABLE3", "TABLE2", "variant_config", "train_variants", "parameter_table", "PAPER_SIZE", "central_crops"]
 
 # variant key -> (label, TrainConfig overrides; "model" entries are merged into the model dict)
 TABLE3: dict[str, tuple[str, dict]] = {
@@ -82,3 +86,17 @@ def parameter_table(base: int = 16, mults=(1, 2, 4), groups: int = 4, channels: 
         counts[conv] = count_parameters(net)
         del net
     return [{"conv": c, "parameters": n, "ratio_to_plain": n / counts["plain"]} for c, n in counts.items()]
+
+
+def central_crops(folder: str | Path, out_dir: str | Path, size: int, *, stems=None, limit: int | None = None) -> Path:
+    """Write the central ``size``² square of every image (sources and ``GT/`` if present) of the
+    first ``limit`` pairs of ``folder`` (or of ``stems``) to ``out_dir`` as PNG, in the same layout;
+    images already there are kept. Returns ``out_dir``."""
+    ds = FusionFolder(folder, stems=stems)
+    out = Path(out_dir)
+    for stem in ds.stems[:limit] if limit else ds.stems:
+        if all((out / k / f"{stem}.png").is_file() for k in ds.keys):
+            continue
+        for key, img in ds.load(stem).items():
+            write_image(out / key / f"{stem}.png", center_crop(img, size))
+    return out

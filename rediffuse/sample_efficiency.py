@@ -220,7 +220,8 @@ def run_study(train_folder: str | Path, train_stems: Sequence[str], test_folder:
               log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train (or reuse) both models at every size, score them at ``ANGLES_TABLE`` and, for the largest
     size, at every ``curve_step`` degrees from 0 to 360. Returns ``{"sizes", "labels", "table":
-    {n: {model: score_model output}}, "curve": {model: score_model output}, "config": ...}``."""
+    {n: {model: score_model output}}, "curve": {model: score_model output}, "checkpoints": {n: {model:
+    path}}, "config": ...}``."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     say = log or (lambda _: None)
@@ -231,9 +232,11 @@ def run_study(train_folder: str | Path, train_stems: Sequence[str], test_folder:
     largest = max(subsets)
     table: dict[int, dict[str, Any]] = {}
     curve: dict[str, Any] = {}
+    paths: dict[int, dict[str, str]] = {}
     for n in subsets:  # one size at a time, so that an interrupted study has whole sizes done
         checkpoints = train_study(train_folder, {n: subsets[n]}, base, root, device=device, progress=progress)[n]
         table[n] = {}
+        paths[n] = {key: str(ck) for key, ck in checkpoints.items()}
         for key, ck in checkpoints.items():
             angles = curve_angles if n == largest else list(ANGLES_TABLE)
             score_key = {"step": int(load_checkpoint(ck)["step"]), "angles": angles, "views": dataclasses.asdict(views),
@@ -246,7 +249,7 @@ def run_study(train_folder: str | Path, train_stems: Sequence[str], test_folder:
             say(f"{n} pairs, {MODELS[key][0]}: PSNR " + ", ".join(
                 f"{a:g}° {p:.2f} dB" for a, p in zip(table[n][key]["angles"], table[n][key]["psnr"])))
     return {"sizes": sorted(subsets), "labels": {k: v[0] for k, v in MODELS.items()}, "table": table,
-            "curve": curve, "views": dataclasses.asdict(views), "test_pairs": len(pairs),
+            "curve": curve, "checkpoints": paths, "views": dataclasses.asdict(views), "test_pairs": len(pairs),
             "config": {"steps": base.steps, "batch": base.batch, "crop": base.crop, "seed": base.seed,
                        "augment": base.augment, "model": dict(base.model)}}
 

@@ -64,3 +64,20 @@ def test_gconv_and_bconv_coincide_for_quarter_turns_and_3x3_filters():
         out = {k: n(x, t) for k, n in nets.items()}
     assert torch.equal(out["gconv"], out["bconv"])
     assert not torch.allclose(out["fconv"], out["bconv"], atol=1e-3)  # a different basis: a different net
+
+
+def test_central_crops_write_the_middle_of_each_pair_once(tmp_path):
+    import numpy as np
+
+    from rediffuse.ablation import central_crops
+    from rediffuse.data import FusionFolder, generate_synthetic_folder
+
+    src = generate_synthetic_folder(tmp_path / "src", n=3, seed=0, size=40)
+    out = central_crops(src, tmp_path / "crops", 24, limit=2)
+    ds = FusionFolder(out)
+    assert ds.stems == FusionFolder(src).stems[:2] and ds.has_gt
+    full, crop = FusionFolder(src).load(ds.stems[0]), ds.load(ds.stems[0])
+    assert all(np.array_equal(crop[k], full[k][8:32, 8:32]) for k in ("A", "B", "GT"))
+    stamp = (out / "A" / f"{ds.stems[0]}.png").stat().st_mtime_ns
+    central_crops(src, out, 24)  # adds the third pair, keeps the others
+    assert len(FusionFolder(out)) == 3 and (out / "A" / f"{ds.stems[0]}.png").stat().st_mtime_ns == stamp

@@ -1,6 +1,7 @@
 """Figures and tables for notebook 06 (ablations, and why equivariance helps).
 
 - ``metric_dots``            a results table as dots on each metric's own axis (differences visible)
+- ``scores_markdown``        a mean table of ``rediffuse.evaluate`` as a Markdown table
 - ``study_markdown``         the sample-efficiency study as a Markdown table
 - ``plot_sample_efficiency`` PSNR against the number of training pairs, upright and turned
 - ``plot_angle_curve``       PSNR and consistency error against the input angle, 0–360°
@@ -18,10 +19,20 @@ from ..sample_efficiency import ANGLES_TABLE, Views, fuse_turned, study_rows, tu
 from .common import live_figure
 from .theorems import fmt
 
-__all__ = ["metric_dots", "study_markdown", "plot_sample_efficiency", "plot_angle_curve", "draw_turned",
+__all__ = ["METRIC_LABELS", "metric_dots", "scores_markdown", "study_markdown", "plot_sample_efficiency", "plot_angle_curve", "draw_turned",
            "turned_explorer"]
 
 _MARKERS = "osD^vP*X"
+METRIC_LABELS = {
+    "QMI": "QMI: mutual information with the sources (↑, max 2)",
+    "QG": "QG: edge strength and orientation kept (↑, max 0.975)",
+    "Qabf": "Qabf: edges kept, the common form (↑)",
+    "QP": "QP: phase-congruency features kept (↑, max 1)",
+    "QE": "QE: edge-weighted structural similarity (↑, max 1)",
+    "MS-SSIM": "MS-SSIM with the sources (↑, max 1)",
+    "PSNR": "PSNR vs ground truth (dB, ↑)",
+    "SSIM": "SSIM vs ground truth (↑, max 1)",
+}
 _MODEL_COLOURS = {"bconv": "C0", "plain": "C3"}
 
 
@@ -30,7 +41,7 @@ def metric_dots(table: dict[str, dict[str, float]], metrics: Sequence[str], titl
     """One panel per metric: each method's value as a dot on a horizontal axis that spans only the
     values shown (plus a margin), so that differences in the third decimal stay visible; the value is
     written next to its dot. ``table``: ``{method: {metric: value}}`` (e.g. ``evaluate.mean_table``);
-    ``labels``: axis titles per metric (default: the metric's name)."""
+    ``labels``: axis titles per metric (default: ``METRIC_LABELS``, else the metric's name)."""
     methods = list(table)
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.3 * len(metrics) + 1.6, 0.45 * len(methods) + 1.3),
                              sharey=True, squeeze=False)
@@ -44,7 +55,7 @@ def metric_dots(table: dict[str, dict[str, float]], metrics: Sequence[str], titl
             ax.plot(v, yy, _MARKERS[i % len(_MARKERS)], color=f"C{i}", ms=7, zorder=2)
             ax.annotate(f"{v:.4f}", (v, yy), xytext=(0, 7), textcoords="offset points", ha="center", fontsize=7)
         ax.set_xlim(lo - pad, hi + pad)
-        ax.set_xlabel((labels or {}).get(metric, metric))
+        ax.set_xlabel((labels or METRIC_LABELS).get(metric, metric), fontsize=8)
         ax.grid(axis="x", color="0.92")
         ax.tick_params(axis="x", labelsize=7)
     axes[0, 0].set_yticks(y, methods, fontsize=8)
@@ -53,6 +64,24 @@ def metric_dots(table: dict[str, dict[str, float]], metrics: Sequence[str], titl
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def scores_markdown(table: dict[str, dict[str, float]], columns: Sequence[str], title: str = "") -> str:
+    """``{method: {metric: mean}}`` (``evaluate.mean_table``) as a Markdown table: metrics to four
+    decimals, PSNR to two, seconds per pair to two; a metric a method lacks is a dash."""
+    head = ["method"] + [c if c != "seconds" else "s per pair" for c in columns]
+    lines = ([f"**{title}**", ""] if title else []) + ["| " + " | ".join(head) + " |",
+                                                       "|:---|" + "---:|" * len(columns)]
+    for method, row in table.items():
+        cells = [method]
+        for c in columns:
+            v = row.get(c)
+            if v is None or not np.isfinite(v):
+                cells.append("–")
+            else:
+                cells.append(f"{v:.2f}" if c in ("PSNR", "seconds") else f"{v:.4f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def study_markdown(study: dict[str, Any], total_pairs: int | None = None, title: str = "") -> str:
