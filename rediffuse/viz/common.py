@@ -1,10 +1,41 @@
-"""Shared figure helpers."""
+"""Shared figure helpers, and numbers and tables for ``IPython.display.Markdown``."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+
+
+def fmt(x, digits: int = 3) -> str:
+    """A number for a table: scientific notation when small (< 0.01) or large (≥ 1e4), else ``digits``
+    significant figures; exact zero as ``0``, NaN/None as ``–``."""
+    if x is None:
+        return "–"
+    x = float(x)
+    if not math.isfinite(x):
+        return "–" if math.isnan(x) else ("∞" if x > 0 else "−∞")
+    if x == 0:
+        return "0"
+    if abs(x) < 1e-2 or abs(x) >= 1e4:
+        return f"{x:.{max(digits - 1, 0)}e}"
+    return f"{x:.{digits}g}"
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence], align: str | None = None,
+                   digits: int = 3) -> str:
+    """A Markdown table (``IPython.display.Markdown(markdown_table(...))``); numbers go through ``fmt``
+    with ``digits`` significant figures. ``align``: one of ``l``/``r``/``c`` per column (default: first
+    left, the rest right)."""
+    align = align or ("l" + "r" * (len(headers) - 1))
+    marks = {"l": ":---", "r": "---:", "c": ":---:"}
+    cell = lambda v: fmt(v, digits) if isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool) \
+        else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(marks[a] for a in align) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def save_figure(fig, output_dir: str | Path | None, name: str, dpi: int = 110) -> Path | None:

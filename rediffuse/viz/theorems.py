@@ -11,7 +11,7 @@ Measurements come from ``rediffuse.theory``; this module only draws them:
 - ``plot_fit_vs_envelope``  a log–log fit (runs under points) next to the envelope (covers them all)
 - ``plot_quarter_turns``    Corollary 3.5: quarter turns, Rot-E against plain
 - ``plot_design_mistakes``  each construction that breaks equivariance next to its fix
-- ``plot_error_maps``       per-pixel error maps in the style of the paper's Figure 8
+- ``plot_error_maps``       per-pixel error maps in the style of the paper's Figure 8 (``turned_input``)
 - ``draw_explorer`` / ``theorem_explorer``  angle, δ, m and operator under the reader's control
 - ``draw_unet_map`` / ``unet_map_explorer``  the U-Net's error map at an angle of the reader's choice
 - ``fmt`` / ``markdown_table``  numbers and tables for ``IPython.display.Markdown``
@@ -26,7 +26,9 @@ from typing import Callable, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 
+from ..groups import rotate_image, rotate_image_angle
 from ..theory import (
     BOUND_CONSTANTS,
     SHARP_CONSTANTS,
@@ -40,11 +42,11 @@ from ..theory import (
     render_fields,
     unet_error_map,
 )
-from .common import live_figure
+from .common import fmt, live_figure, markdown_table
 
 __all__ = ["plot_field", "plot_bound_checks", "plot_groupnorm", "plot_network_checks", "plot_angle_sweep",
            "plot_unet_deltas", "plot_fit_vs_envelope", "plot_quarter_turns", "plot_design_mistakes",
-           "plot_error_maps", "draw_explorer", "theorem_explorer", "draw_unet_map", "unet_map_explorer", "fmt",
+           "plot_error_maps", "turned_input", "draw_explorer", "theorem_explorer", "draw_unet_map", "unet_map_explorer", "fmt",
            "markdown_table", "OPERATOR_LABELS"]
 
 OPERATOR_LABELS = {
@@ -54,33 +56,6 @@ OPERATOR_LABELS = {
     "plain": "plain CNN (no guarantee)",
 }
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
-
-
-def fmt(x, digits: int = 3) -> str:
-    """A number for a table: scientific notation when small (< 0.01) or large (≥ 1e4), else ``digits``
-    significant figures; exact zero as ``0``, NaN/None as ``–``."""
-    if x is None:
-        return "–"
-    x = float(x)
-    if not math.isfinite(x):
-        return "–" if math.isnan(x) else ("∞" if x > 0 else "−∞")
-    if x == 0:
-        return "0"
-    if abs(x) < 1e-2 or abs(x) >= 1e4:
-        return f"{x:.{max(digits - 1, 0)}e}"
-    return f"{x:.{digits}g}"
-
-
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence], align: str | None = None) -> str:
-    """A Markdown table (``IPython.display.Markdown(markdown_table(...))``); numbers go through ``fmt``.
-    ``align``: one of ``l``/``r``/``c`` per column (default: first left, the rest right)."""
-    align = align or ("l" + "r" * (len(headers) - 1))
-    marks = {"l": ":---", "r": "---:", "c": ":---:"}
-    cell = lambda v: fmt(v) if isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool) \
-        else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(marks[a] for a in align) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def _plt():
@@ -313,31 +288,51 @@ def plot_design_mistakes(variants: Sequence[dict], mistake_floor: float = 1e-2, 
     return fig
 
 
-def plot_error_maps(image, rows: Sequence[tuple[str, dict[str, np.ndarray]]], cmap: str = "inferno"):
-    """Figure-8 style: the input, then per row the error maps of several networks on one colour scale.
+def turned_input(image, angle_deg: float):
+    """``image`` (``[1, 1, H, W]`` tensor) turned by ``angle_deg`` the way ``theory.error_map`` turns it:
+    an exact ``rot90`` for multiples of 90°, bicubic otherwise (corners outside the photo are 0).
+    Returns ``[H, W]`` numpy."""
+    x = torch.as_tensor(image).detach().cpu().double()
+    x = x.reshape(1, 1, *x.shape[-2:])
+    if float(angle_deg) % 90 == 0:
+        x = rotate_image(x, int(round(float(angle_deg) / 90)) % 4)
+    else:
+        x = rotate_image_angle(x, math.radians(angle_deg))
+    return x[0, 0].numpy()
 
-    ``rows``: ``[(row title, {network name: error map [H, W]}), ...]``. Each map is divided by the
-    row's largest error so colours compare networks within a row; the true maxima are in the titles.
+
+def plot_error_maps(image, rows: Sequence[tuple[float, dict[str, np.ndarray]]], cmap: str = "inferno"):
+    """Figure-8 style: per row the input turned by that row's angle, then the error maps of several
+    networks on one colour scale, with its colour bar.
+
+    ``image``: the upright input, ``[1, 1, H, W]`` (or ``[H, W]``). ``rows``: ``[(angle in degrees,
+    {network name: error map [H, W]}), ...]``, the maps measured at that angle (``theory.error_map``).
+    Each row has its own linear scale, from 0 to its largest error, so colours compare networks within a
+    row; the colour bar gives the values and the titles the true maxima.
     """
     plt = _plt()
     ncols = 1 + max(len(maps) for _, maps in rows)
-    fig, axes = plt.subplots(len(rows), ncols, figsize=(2.9 * ncols, 2.9 * len(rows)), squeeze=False)
-    img = image.detach().cpu().double().numpy() if hasattr(image, "detach") else np.asarray(image)
-    img = img.reshape(img.shape[-2:]) if img.ndim > 2 else img
-    for r, (row_title, maps) in enumerate(rows):
-        axes[r, 0].imshow(img, cmap="gray")
-        axes[r, 0].set_title(f"input (turned by {row_title})", fontsize=8)
+    # one narrow last column holds every row's colour bar, so the rows' panels stay aligned
+    fig, grid = plt.subplots(len(rows), ncols + 1, figsize=(2.7 * ncols + 0.9, 2.9 * len(rows)), squeeze=False,
+                             layout="constrained", gridspec_kw={"width_ratios": [1] * ncols + [0.06]})
+    axes, bars = grid[:, :ncols], grid[:, ncols]
+    for r, (angle, maps) in enumerate(rows):
+        axes[r, 0].imshow(turned_input(image, angle), cmap="gray")
+        axes[r, 0].set_title(f"input turned by {angle:g}°", fontsize=8)
         vmax = max(float(np.nanmax(m)) for m in maps.values()) or 1.0
         for c, (name, emap) in enumerate(maps.items(), start=1):
-            axes[r, c].imshow(emap, cmap=cmap, vmin=0, vmax=vmax)
-            axes[r, c].set_title(f"{name}\nmax {np.nanmax(emap):.1e}", fontsize=8)
+            im = axes[r, c].imshow(emap, cmap=cmap, vmin=0, vmax=vmax)
+            axes[r, c].set_title(f"{name}\nmax {fmt(np.nanmax(emap))}", fontsize=8)
+        bar = fig.colorbar(im, cax=bars[r])
+        bar.set_label(f"error / output range, {angle:g}°", fontsize=8)
+        bar.ax.tick_params(labelsize=7)
         for c in range(len(maps) + 1, ncols):
             axes[r, c].set_visible(False)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle("|Φ(rotate(I)) − rotate(Φ(I))| per pixel (one colour scale per row)", fontsize=9)
-    fig.tight_layout()
+    fig.suptitle("|Φ(turn(I)) − turn(Φ(I))| per pixel, divided by the range of Φ (one colour scale per row)",
+                 fontsize=9)
     return fig
 
 

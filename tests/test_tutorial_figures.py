@@ -1,0 +1,44 @@
+"""Figures and tables of the tutorial that are easy to get subtly wrong: notebook 02's Figure-8 panels
+show the turned photo and carry a colour bar; small numbers in tables keep their size instead of
+printing as 0."""
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import torch
+
+from rediffuse.groups import rotate_image
+from rediffuse.viz.common import fmt, markdown_table
+from rediffuse.viz.theorems import plot_error_maps, turned_input
+
+
+def _photo():
+    y, x = torch.meshgrid(torch.arange(24.0), torch.arange(24.0), indexing="ij")
+    return (x / 24 + (y / 24) ** 2)[None, None]  # no symmetry: every turn looks different
+
+
+def test_fig8_rows_show_the_input_turned_by_their_angle_with_a_colour_bar():
+    photo = _photo()
+    maps = {"net": np.random.default_rng(0).random((24, 24))}
+    fig = plot_error_maps(photo, [(90, maps), (45, maps)])
+    images = [ax.get_images()[0].get_array() for ax in fig.axes if ax.get_images()]
+    turned = rotate_image(photo.double(), 1)[0, 0].numpy()
+    assert np.allclose(images[0], turned) and not np.allclose(images[0], photo[0, 0].numpy())
+    assert np.allclose(images[2], turned_input(photo, 45))
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "input turned by 90°" in titles and "input turned by 45°" in titles
+    colour_bars = [ax for ax in fig.axes if ax.get_ylabel().startswith("error / output range")]
+    assert len(colour_bars) == 2
+
+
+def test_turned_input_is_exact_for_quarter_turns():
+    photo = _photo()
+    for k in range(4):
+        assert np.array_equal(turned_input(photo, 90 * k), rotate_image(photo.double(), k)[0, 0].numpy())
+
+
+def test_small_numbers_keep_their_size_in_tables():
+    assert fmt(3.2e-6) == "3.20e-06" and fmt(0.0) == "0" and fmt(0.7433, 4) == "0.7433"
+    text = markdown_table(["x", "value"], [["a", np.float64(3.2e-6)]])
+    assert "3.20e-06" in text and "np.float64" not in text
