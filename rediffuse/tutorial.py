@@ -13,12 +13,21 @@ full configuration no cell has a time limit (training the paper's model takes ho
 stops any cell after 30 minutes, which only a hung cell reaches.
 
 Executed copies go to an output folder (``outputs/`` is git-ignored), never back into ``notebooks/``.
+Three kinds of run keep apart: ``rediffuse tutorial`` writes to ``outputs/tutorial`` (or ``-o``), the
+notebook tests to ``outputs/test-notebooks``, and ``pytest --nbval-lax notebooks/`` (which runs the
+notebooks as committed, without papermill) to ``outputs/nbval``: ``notebooks/conftest.py`` appends
+:func:`nbval_parameters` to each parameters cell, as papermill would inject them.
+
+The kernels papermill starts talk to it over CurveZMQ-encrypted sockets where the Jupyter stack
+supports it, else over local IPC sockets (:func:`kernel_config`), so ipykernel has no cause to warn
+about unencrypted TCP on every run.
 """
 from __future__ import annotations
 
 import ast
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -30,9 +39,12 @@ from .runtime import resolve_device
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 DEFAULT_OUTPUT = REPO_ROOT / "outputs" / "tutorial"
+NBVAL_OUTPUT = REPO_ROOT / "outputs" / "nbval"
+NBVAL_OUTPUT_ENV = "REDIFFUSE_NBVAL_OUTPUT"  # overrides NBVAL_OUTPUT (the tests point it at a temporary folder)
 
 __all__ = ["list_notebooks", "notebook_parameters", "parse_parameter", "run_notebook", "run_tutorial",
-           "write_results", "SMOKE_CELL_TIMEOUT"]
+           "write_results", "kernel_config", "nbval_parameters", "parameter_source", "SMOKE_CELL_TIMEOUT",
+           "NBVAL_OUTPUT", "NBVAL_OUTPUT_ENV"]
 
 SMOKE_CELL_TIMEOUT = 1800  # seconds a cell may run in the small configuration
 
@@ -82,6 +94,49 @@ def parse_parameter(text: str) -> Any:
         return text
 
 
+def kernel_config(kernel_name: str = "python3"):
+    """Settings (a traitlets ``Config``) for the ``kernel_name`` kernels that papermill starts.
+
+    ipykernel 7 warns on stderr, at every start, that its TCP sockets carry code and outputs
+    unencrypted. Rather than hide the warning we remove its cause: CurveZMQ keys provisioned by the
+    kernel manager where jupyter_client, pyzmq and the kernelspec all support them, else local IPC
+    sockets (POSIX). Where neither is available the kernel runs as before, and may warn.
+    """
+    import zmq
+    from jupyter_client.kernelspec import NoSuchKernel, get_kernel_spec
+    from jupyter_client.manager import KernelManager
+    from traitlets.config import Config
+
+    cfg = Config()
+    try:
+        declared = get_kernel_spec(kernel_name).metadata.get("supported_encryption") or []
+    except NoSuchKernel:
+        declared = []
+    declared = [declared] if isinstance(declared, str) else declared
+    if ("transport_encryption" in KernelManager.class_trait_names() and zmq.has("curve")
+            and "curve" in {str(d).lower() for d in declared}):
+        cfg.KernelManager.transport_encryption = "auto"
+    elif zmq.has("ipc") and os.name == "posix":
+        cfg.KernelManager.transport = "ipc"
+    return cfg
+
+
+def nbval_parameters(notebook: Path | str) -> dict[str, Any]:
+    """The parameters a notebook gets under ``pytest --nbval-lax notebooks/``: its defaults, except that
+    figures and runs go to ``outputs/nbval/<stem>`` (``$REDIFFUSE_NBVAL_OUTPUT/<stem>`` when set), never to
+    the folder ``rediffuse tutorial`` fills."""
+    root = Path(os.environ.get(NBVAL_OUTPUT_ENV) or NBVAL_OUTPUT)
+    return {"OUTPUT_DIR": str(root.resolve() / Path(notebook).stem)}
+
+
+def parameter_source(parameters: dict[str, Any], origin: str = "nbval") -> str:
+    """Python lines that set ``parameters``, to append to a notebook's parameters cell (what papermill
+    does in a cell of its own)."""
+    lines = ["", f"# injected by the {origin} run (rediffuse.tutorial.nbval_parameters)"]
+    lines += [f"{name} = {value!r}" for name, value in parameters.items()]
+    return "\n".join(lines) + "\n"
+
+
 def run_notebook(notebook: Path | str, output_dir: Path | str = DEFAULT_OUTPUT, *, smoke: bool = True,
                  device: str = "cpu", parameters: dict | None = None, timeout: int | None = SMOKE_CELL_TIMEOUT,
                  progress: bool = False) -> dict:
@@ -101,7 +156,7 @@ def run_notebook(notebook: Path | str, output_dir: Path | str = DEFAULT_OUTPUT, 
     t0 = time.perf_counter()
     pm.execute_notebook(str(notebook), str(output_dir / notebook.name), parameters=params,
                         kernel_name="python3", cwd=str(notebook.parent), progress_bar=progress,
-                        execution_timeout=timeout)
+                        execution_timeout=timeout, config=kernel_config())
     elapsed = time.perf_counter() - t0
     if not results_path.exists():
         raise RuntimeError(f"{notebook.name} ran but wrote no results to RESULTS_PATH")

@@ -27,8 +27,9 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("presentation", {"viz", "tutorial", "tutorial_solutions"}),
     ("interface", {"cli", "__main__", ""}),  # "" = the package itself (its public API)
 ]
-# optional third-party packages: the only imports allowed inside functions of the library
-OPTIONAL = {"papermill", "ipywidgets", "tifffile"}
+# optional third-party packages: the only imports allowed inside functions of the library (traitlets,
+# zmq and jupyter_client arrive with papermill: the tutorial configures the kernels it starts)
+OPTIONAL = {"papermill", "ipywidgets", "tifffile", "traitlets", "zmq", "jupyter_client"}
 
 
 def _module_name(path: Path) -> str:

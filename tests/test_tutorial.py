@@ -73,3 +73,75 @@ def test_full_configuration_runs_after_the_small_one_in_the_same_folder(tmp_path
     nb03, nb06 = tmp_path / "03_train_rediffuse", tmp_path / "06_ablations"
     assert (nb03 / "run-smoke" / "last.pt").is_file() and (nb03 / "run-full" / "last.pt").is_file()
     assert (nb06 / "runs-smoke").is_dir() and (nb06 / "runs-full").is_dir()
+
+
+def _tiny_notebook(folder, stem="99_tiny"):
+    """A notebook with a parameters cell like the tutorial's, that writes a file into OUTPUT_DIR, warns
+    once (a warning of its own, which must stay visible) and writes its results."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell(f'SMOKE = True\nDEVICE = "cpu"\nRESULTS_PATH = ""\n'
+                                       f'OUTPUT_DIR = "../outputs/tutorial/{stem}"')
+    params.metadata["tags"] = ["parameters"]
+    body = nbformat.v4.new_code_cell(
+        "import warnings, pathlib\n"
+        "pathlib.Path(OUTPUT_DIR).mkdir(parents=True, exist_ok=True)\n"
+        "(pathlib.Path(OUTPUT_DIR) / 'figure.txt').write_text('drawn')\n"
+        "warnings.warn('a warning of the notebook itself')\n"
+        "from rediffuse.tutorial import write_results\n"
+        "write_results(RESULTS_PATH, {'runtime_s': 0.0})")
+    nb.cells = [params, body]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{stem}.ipynb"
+    nbformat.write(nb, str(path))
+    return path
+
+
+def test_kernel_config_avoids_unencrypted_tcp():
+    cfg = tutorial.kernel_config()
+    km = cfg.get("KernelManager", {})
+    assert km.get("transport_encryption") == "auto" or km.get("transport") == "ipc", cfg
+
+
+@pytest.mark.slow
+def test_a_notebook_run_prints_no_unencrypted_tcp_warning_but_keeps_other_warnings(tmp_path, capfd):
+    nb = _tiny_notebook(tmp_path / "notebooks")
+    tutorial.run_notebook(nb, tmp_path / "out", smoke=True, device="cpu")
+    err = capfd.readouterr().err
+    assert "without encryption" not in err, err
+    executed = json.loads((tmp_path / "out" / nb.name).read_text())
+    streams = "".join("".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", []))
+    assert "a warning of the notebook itself" in streams
+    assert (tmp_path / "out" / "99_tiny" / "figure.txt").is_file()  # papermill's OUTPUT_DIR, not the default
+
+
+def test_nbval_parameters_point_away_from_the_tutorial_output(monkeypatch, tmp_path):
+    monkeypatch.delenv(tutorial.NBVAL_OUTPUT_ENV, raising=False)
+    out = tutorial.nbval_parameters("notebooks/04_evaluate_fusion.ipynb")["OUTPUT_DIR"]
+    assert out == str(tutorial.NBVAL_OUTPUT / "04_evaluate_fusion")
+    assert not out.startswith(str(tutorial.DEFAULT_OUTPUT))
+    monkeypatch.setenv(tutorial.NBVAL_OUTPUT_ENV, str(tmp_path))
+    assert tutorial.nbval_parameters("x/01_bconv.ipynb") == {"OUTPUT_DIR": str(tmp_path / "01_bconv")}
+    src = tutorial.parameter_source({"OUTPUT_DIR": "/a b/c"})
+    namespace = {}
+    exec('OUTPUT_DIR = "../outputs/tutorial/x"' + src, namespace)
+    assert namespace["OUTPUT_DIR"] == "/a b/c"
+
+
+@pytest.mark.slow
+def test_nbval_run_writes_to_its_own_folder(tmp_path):
+    """``pytest --nbval-lax notebooks/`` with notebooks/conftest.py: the default OUTPUT_DIR
+    (../outputs/tutorial/<stem>) is replaced, so the tutorial's figures are left alone."""
+    import shutil
+
+    nb_dir = tmp_path / "repo" / "notebooks"
+    _tiny_notebook(nb_dir)
+    shutil.copy(tutorial.NOTEBOOK_DIR / "conftest.py", nb_dir / "conftest.py")
+    env = {**os.environ, tutorial.NBVAL_OUTPUT_ENV: str(tmp_path / "nbval"), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "--nbval-lax", "-p", "no:cacheprovider", str(nb_dir)],
+                         capture_output=True, text=True, env=env, cwd=tmp_path / "repo")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert (tmp_path / "nbval" / "99_tiny" / "figure.txt").is_file()
+    assert not (tmp_path / "repo" / "outputs").exists()
