@@ -4,13 +4,18 @@
 size of the inputs: ``uint8``, or ``uint16`` when an input holds finer levels than 8 bits (16-bit
 files or arrays), so 16 bits in give 16 bits out:
 
-- **Colour.** Colour images are fused in Y'CbCr, as in the ReDiffuse code: Y by the model, Cb and Cr by the
-  saturation-weighted rule ``Σ C_i |C_i − 128| / Σ |C_i − 128|`` over *all* sources
-  (``data.recombine``, applied in row strips so large images stay cheap). Grey stacks give grey
-  output. A stack mixing grey and colour is fused in colour, the grey images counting as neutral
-  (R = G = B, chroma 128, so they take no part in the chroma rule); a ``UserWarning`` says so.
-  An RGB model (FusionDiff-style, 9 inputs and 3 outputs, ``rediffuse train --rgb``) fuses R, G and
-  B directly instead, with no chroma rule.
+- **Colour.** A luminance model sees Y only. With a weight-map model (the default ``colour="auto"``
+  → ``"weights"``) each source's weight map is then applied to its R, G and B alike: every output
+  pixel is a convex combination of the sources' pixels, so where one source is chosen its pixel is
+  copied exactly, colour included (the paper's chroma rule mixes in the other source's chroma
+  there, and the Y'CbCr round trip moves grey levels by ±1; on Lytro this costs the same weight
+  maps 0.05 QMI). ``colour="paper"`` (the only choice for ε/x₀ models, which have no weights) fuses
+  Y by the model and Cb, Cr by the saturation-weighted rule ``Σ C_i |C_i − 128| / Σ |C_i − 128|``
+  over *all* sources, as in the ReDiffuse code (``data.recombine``, in row strips). Grey stacks
+  give grey output. A stack mixing grey and colour is fused in colour, the grey images counting as
+  neutral (R = G = B; chroma 128, so they take no part in the chroma rule); a ``UserWarning`` says
+  so. An RGB model (FusionDiff-style, 9 inputs and 3 outputs, ``rediffuse train --rgb``) fuses R,
+  G and B directly instead.
 - **Stacks of N ≥ 2 images, order-independent** (``symmetric``, the default for N > 2): a weight-map
   model gives every frame a logit l_i = f(Y_i, R_i) against R_i, the mean of the other frames (one
   sampling run per frame, same seed), and the fused luminance is Σ_i softmax_i(l_i / 2) · Y_i. No
@@ -46,6 +51,7 @@ files or arrays), so 16 bits in give 16 bits out:
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import warnings
@@ -58,17 +64,20 @@ import torch
 from tqdm.auto import tqdm
 
 from .align import ALIGN_MODES
+from .baselines import guided_coefficients
 from .checkpoint import load_model
 from .data import luminance, tensor_to_image, ycbcr_to_rgb
-from .diffusion import PREDICTIONS, SAMPLERS, get_sampler, get_schedule
+from .diffusion import PREDICTIONS, SAMPLERS, get_sampler, get_schedule, sampling_timesteps
 from .imageio import read_image_native
+from .layers import resize
 from .runtime import exact_precision, resolve_device
 from .stack import (TAU, FrameReader, accumulate, check_sizes, fuse_fold, fuse_softmax, logit_store, write_depth_map,
                     write_weight_maps)
 
 __all__ = [
     "FusionModel", "SamplingSettings", "DEFAULT_CHECKPOINT", "SHIPPED_MODELS", "resolve_checkpoint", "checkpoint_available", "WEIGHTS_DIR", "MIN_SIDE", "TILE_BUDGET_BYTES", "SYMMETRIC_PAIRS", "fuse", "load_stack_image", "check_stack",
-    "plan_tiles", "tile_window",
+    "plan_tiles", "tile_window", "SPEEDS", "DEFAULT_SPEED", "MIN_WORKING_SIDE", "GUIDE_RADIUS", "GUIDE_EPS",
+    "guided_upsample",
 ]
 
 #: Shipped weights live inside the package, so they are found from an installed wheel as well.
@@ -105,6 +114,29 @@ MIN_SIDE = 8
 #: Whether ``fuse(symmetric=None)`` fuses a pair symmetrically, σ((f(A, B) − f(B, A)) / 2), at the cost of two
 #: sampling runs instead of one (stacks of three or more are always fused order-independently).
 SYMMETRIC_PAIRS = False
+#: How a luminance model colours its result (see :func:`fuse`).
+COLOUR_MODES = ("auto", "weights", "paper")
+
+#: Speed presets of weight-map models (``fuse(speed=...)``, ``FusionModel.settings(speed=...)``,
+#: ``rediffuse fuse --speed``), each a set of :class:`SamplingSettings` fields: ``scale``, the
+#: resolution of the last sampling step (the one whose weight map is used) as a fraction of the image
+#: side; ``coarse``, the resolution of the steps before it as a fraction of the last step's (they only
+#: hand the last step its starting estimate, and their resolution changed no Lytro score); and
+#: ``working_size``, the most megapixels the last step works on (larger images are processed at the
+#: scale that fits, 0: no limit). Measured in ``benchmarks/bench_fuse.py --part speed``.
+SPEEDS: dict[str, dict[str, float]] = {
+    "quality": dict(scale=1.0, coarse=1.0, working_size=0.0),  # every step at full resolution
+    "balanced": dict(scale=1.0, coarse=0.25, working_size=4.0),  # earlier steps at ¼, the last at full size
+    "fast": dict(scale=0.5, coarse=0.5, working_size=1.0),  # the last step at ½, the earlier ones at ¼
+}
+#: The speed ``fuse`` uses for weight-map models when none is given (ε/x₀ models always run "quality").
+DEFAULT_SPEED = "balanced"
+#: A reduced resolution never takes the shorter side of the network's input below this many pixels.
+MIN_WORKING_SIDE = 64
+#: The guided filter that brings a weight map from a reduced resolution to full size: window radius
+#: (pixels of the reduced grid) and regularisation (intensities in [-1, 1]); measured on Lytro.
+GUIDE_RADIUS = 4
+GUIDE_EPS = 1e-2
 
 #: Activation memory aimed at per tile by ``tile="auto"``.
 TILE_BUDGET_BYTES = 768 * 2**20
@@ -222,6 +254,46 @@ def _pad_to(y: torch.Tensor, size: int) -> tuple[torch.Tensor, tuple[int, int, i
 
 
 # --------------------------------------------------------------------------------------------------
+# Reduced resolution
+# --------------------------------------------------------------------------------------------------
+
+
+def _working_size(height: int, width: int, fraction: float) -> tuple[int, int]:
+    """``(h, w)`` of an image scaled by ``fraction`` (≤ 1), the shorter side kept at
+    ``MIN_WORKING_SIDE`` or more (never above the image). Rounded per side, so a quarter-turned
+    image gets the quarter-turned size."""
+    f = max(float(fraction), min(1.0, MIN_WORKING_SIDE / min(height, width)))
+    if f >= 1.0:
+        return height, width
+    return max(1, round(height * f)), max(1, round(width * f))
+
+
+def guided_upsample(logit: torch.Tensor, guide_small: torch.Tensor, guide: torch.Tensor,
+                    radius: int = GUIDE_RADIUS, eps: float = GUIDE_EPS) -> torch.Tensor:
+    """Weight logits ``[B, C, h, w]``, predicted on ``guide_small`` ``[B, C, h, w]`` (the source they
+    weigh, at that resolution), brought to the size of ``guide`` ``[B, C, H, W]`` (the same source at
+    full resolution) along its edges: He & Sun's fast guided filter. The filter's local linear model
+    ``logit ≈ a · guide + b`` is fitted on the small grid (``baselines.guided_coefficients``, windows
+    of ``2·radius + 1`` small pixels), the window-averaged a and b are upsampled bilinearly and
+    applied to the full-resolution guide, so the weight map follows the sharp edges of the source
+    instead of the blocky ones of a plain upsampling. Every step commutes with quarter turns.
+    Returns ``[B, C, H, W]`` float32 on ``guide``'s device (three full-size maps at most)."""
+    b, c, h, w = logit.shape
+    if guide_small.shape != logit.shape or guide.shape[:2] != (b, c):
+        raise ValueError(f"guided_upsample: logits {tuple(logit.shape)}, small guide {tuple(guide_small.shape)} and "
+                         f"guide {tuple(guide.shape)} do not match")
+    coef = np.empty((b, 2 * c, h, w), np.float32)
+    lg = logit.detach().double().cpu().numpy()
+    gs = guide_small.detach().double().cpu().numpy()
+    for i in range(b):
+        for k in range(c):
+            coef[i, 2 * k], coef[i, 2 * k + 1] = guided_coefficients(gs[i, k], lg[i, k], radius, eps)
+    up = resize(torch.from_numpy(coef).to(guide.device), tuple(guide.shape[-2:]))
+    out = up[:, 0::2] * guide.to(torch.float32)
+    return out.add_(up[:, 1::2])
+
+
+# --------------------------------------------------------------------------------------------------
 # The model
 # --------------------------------------------------------------------------------------------------
 
@@ -317,14 +389,66 @@ class FusionModel:
         return sampler, int(steps)
 
     def settings(self, sampler: str | None = None, steps: int | None = None, *, tile: int | str | None = None,
-                 overlap: int | None = None, seed: int = 0, clip: bool = True) -> "SamplingSettings":
+                 overlap: int | None = None, seed: int = 0, clip: bool = True, speed: str | None = None,
+                 scale: float | None = None, coarse: float | None = None,
+                 working_size: float | None = None) -> "SamplingSettings":
         """Every sampling setting resolved (defaults filled in) and validated once; see
-        :class:`SamplingSettings`. ``tile``: "auto", 0/None (whole images) or a side ≥ 32 px."""
+        :class:`SamplingSettings`. ``tile``: "auto", 0/None (whole images) or a side ≥ 32 px.
+        ``speed``: a name in ``SPEEDS`` (``None``: :meth:`default_speed`); ``scale``, ``coarse`` and
+        ``working_size`` override its fields one by one (reduced resolutions need a weight-map model)."""
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
             raise ValueError(f"seed must be a whole number from 0 to 2**63 - 1, got {seed!r}")
         sampler, steps = self.sampler_settings(sampler, steps)
         tile, overlap = self.resolve_tile(tile, overlap)
-        return SamplingSettings(sampler, steps, tile, overlap, int(seed), bool(clip))
+        res = self.resolve_speed(speed, scale=scale, coarse=coarse, working_size=working_size)
+        return SamplingSettings(sampler, steps, tile, overlap, int(seed), bool(clip), **res)
+
+    def default_speed(self) -> str:
+        """``DEFAULT_SPEED`` for weight-map models; "quality" for ε/x₀ models (whose samples cannot be
+        upsampled along the sources' edges: they predict an image, not weights)."""
+        return DEFAULT_SPEED if self.prediction == "weights" else "quality"
+
+    def resolve_speed(self, speed: str | None = None, *, scale: float | None = None, coarse: float | None = None,
+                      working_size: float | None = None) -> dict[str, float]:
+        """The ``scale``, ``coarse`` and ``working_size`` of ``speed`` (a ``SPEEDS`` name; ``None``: the
+        model's default), each overridden where given; validated (one-line ``ValueError``)."""
+        name = self.default_speed() if speed is None else speed
+        if name not in SPEEDS:
+            raise ValueError(f"unknown speed {speed!r}; choose one of {', '.join(SPEEDS)}")
+        out = dict(SPEEDS[name])
+        for key, value in (("scale", scale), ("coarse", coarse), ("working_size", working_size)):
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                    or not math.isfinite(value):
+                raise ValueError(f"{key} must be a number, got {value!r}")
+            if key == "working_size" and value < 0:
+                raise ValueError(f"working_size must be ≥ 0 megapixels (0: no limit), got {value}")
+            if key != "working_size" and not 0 < value <= 1:
+                raise ValueError(f"{key} must be a fraction of the resolution in (0, 1], got {value}")
+            out[key] = float(value)
+        if self.prediction != "weights" and (out["scale"] < 1 or out["coarse"] < 1 or out["working_size"] > 0):
+            raise ValueError(f"{self.path.name} predicts {self.prediction!r}, not weights: it samples at full "
+                             "resolution only (speed 'quality', scale and coarse 1, no working size)")
+        return out
+
+    def step_sizes(self, height: int, width: int, settings: "SamplingSettings") -> list[tuple[int, int]]:
+        """The size ``(h, w)`` of the network's input at each sampling step of a ``height × width``
+        pair (before padding up to ``min_size``): the last step at ``settings.scale`` (less when
+        ``working_size`` megapixels would be exceeded), the earlier ones at ``coarse`` times that;
+        no side below ``MIN_WORKING_SIDE`` through the reduction."""
+        st = settings
+        frac = st.scale
+        if st.working_size > 0:
+            frac = min(frac, math.sqrt(st.working_size * 1e6 / (height * width)))
+        last = _working_size(height, width, frac)
+        first = _working_size(*last, st.coarse) if st.coarse < 1 else last
+        return [first] * (st.steps - 1) + [last]
+
+    def evaluations(self, height: int, width: int, settings: "SamplingSettings") -> int:
+        """Network evaluations (tiles × steps, at each step's size) one pairwise fusion of this size takes."""
+        return sum(self.count_evaluations(h, w, 1, settings.tile, settings.overlap)
+                   for h, w in self.step_sizes(height, width, settings))
 
     def count_evaluations(self, height: int, width: int, steps: int, tile: int | None, overlap: int) -> int:
         """Network evaluations (tiles × steps) one pairwise fusion of this size takes."""
@@ -334,7 +458,8 @@ class FusionModel:
     @torch.no_grad()
     def sample(self, cond: torch.Tensor, settings: "SamplingSettings | None" = None, *, x_T: torch.Tensor | None = None,
                correct: Callable | None = None, observe: Callable[[torch.Tensor], None] | None = None,
-               callback: Callable[[], None] | None = None, progress: bool = False) -> torch.Tensor:
+               callback: Callable[[], None] | None = None, progress: bool = False,
+               timesteps: Sequence[int] | None = None) -> torch.Tensor:
         """The one sampling path: ``cond`` ``[B, 2·C, H, W]`` (two sources in [-1, 1]) → ``[B, C, H, W]``.
 
         Owns what every caller needs: inputs below ``min_size`` reflect-padded and cropped back,
@@ -343,9 +468,18 @@ class FusionModel:
         ``correct(x0_hat, t_index)`` is the sampler's per-step correction (e.g. the range–null-space
         projection of ``rediffuse.restore``; needs inputs of at least ``min_size``); ``observe(out)``
         sees the network's whole-image output at every step; ``callback()`` runs after every network
-        evaluation.
+        evaluation. ``timesteps`` (decreasing, from the model's schedule): run only those steps instead
+        of ``settings.steps`` spread over the whole schedule (one part of a multi-resolution run).
+        Always at the resolution of ``cond``: the reduced resolutions of ``settings.scale``,
+        ``coarse`` and ``working_size`` are applied by :meth:`sample_with_logits`.
         """
         st = settings or self.settings()
+        schedule, steps = self.schedule, st.steps
+        if timesteps is not None:
+            ts = [int(t) for t in timesteps]
+            if not ts or any(a <= b for a, b in zip(ts, ts[1:])) or ts[-1] < 0 or ts[0] >= self.schedule.T:
+                raise ValueError(f"timesteps must decrease within [0, {self.schedule.T}), got {list(timesteps)}")
+            schedule, steps = self.schedule.respace(ts), len(ts)
         c = self.channels
         if cond.ndim != 4 or cond.shape[1] != 2 * c:
             raise ValueError(f"sample expects the two sources as [B, {2 * c}, H, W], got {tuple(cond.shape)}")
@@ -356,7 +490,7 @@ class FusionModel:
             raise ValueError(f"images must be at least {self.min_size} px on each side for a corrected sampler, "
                              f"got {w}×{h}")
         H, W = cond.shape[-2:]
-        bar = tqdm(total=self.count_evaluations(h, w, st.steps, st.tile, st.overlap), desc="fusing", unit="eval",
+        bar = tqdm(total=self.count_evaluations(h, w, steps, st.tile, st.overlap), desc="fusing", unit="eval",
                    leave=False) if progress else None
 
         def on_eval():
@@ -379,7 +513,7 @@ class FusionModel:
         try:
             # TF32 convolutions on Ampere+ GPUs would break the exact-equivariance claim (~0.01 grey levels)
             with exact_precision():
-                out = get_sampler(st.sampler)(net, cond, (cond.shape[0], c, H, W), self.schedule, st.steps,
+                out = get_sampler(st.sampler)(net, cond, (cond.shape[0], c, H, W), schedule, steps,
                                               generator=g, x_T=x_T, progress=False, prediction=self.prediction,
                                               clip=st.clip,
                                               **({"correct": correct} if correct is not None else {}))
@@ -406,12 +540,59 @@ class FusionModel:
         return self.sample(torch.cat([y_a, y_b], 1), st, callback=callback, progress=progress)
 
     def sample_with_logits(self, cond: torch.Tensor, settings: "SamplingSettings | None" = None, *,
-                           callback: Callable[[], None] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """:meth:`sample` on ``cond`` ``[B, 2·C, H, W]``, also returning the weight logit of the first
-        source: the network's raw output at the last step, ``[B, C, H, W]`` float32 on the CPU (the
-        sample is then σ(l)·A + (1 − σ(l))·B). ``None`` for models that predict no weights (ε, x₀)."""
+                           callback: Callable[[], None] | None = None, x_T: torch.Tensor | None = None
+                           ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Sample on ``cond`` ``[B, 2·C, H, W]`` at the resolutions ``settings`` asks for, also returning
+        the weight logit of the first source: the network's raw output at the last step, ``[B, C, H, W]``
+        float32 on the CPU (the sample is then σ(l)·A + (1 − σ(l))·B). ``None`` for models that predict
+        no weights (ε, x₀).
+
+        At full resolution (speed "quality") this is :meth:`sample`. Otherwise (weight-map models):
+        the sources are resized (``layers.resize``, anti-aliased) to each step's size
+        (:meth:`step_sizes`); the steps before the last run at the coarse size, and their weight map,
+        upsampled along the sources' edges (:func:`guided_upsample`), gives the estimate
+        x̂0 = σ(l)·A + (1 − σ(l))·B the last step starts from (x_t = √ᾱ_t·x̂0 at its timestep t, as
+        DDIM would hand it over, less the noise term of size √(1 − ᾱ_t), a few thousandths at t = 0);
+        the last step's weight map is brought to full size the same way and applied to the
+        full-resolution sources. ``x_T``: the starting noise at the size of the first step."""
+        st = settings or self.settings()
+        c = self.channels
+        if cond.ndim != 4 or cond.shape[1] != 2 * c:
+            raise ValueError(f"sample expects the two sources as [B, {2 * c}, H, W], got {tuple(cond.shape)}")
+        h, w = cond.shape[-2:]
+        sizes = self.step_sizes(h, w, st)
+        native = dataclasses.replace(st, scale=1.0, coarse=1.0, working_size=0.0)
+        if all(size == (h, w) for size in sizes):
+            return self._sample_native(cond, native, callback=callback, x_T=x_T)
+        if self.prediction != "weights":
+            raise ValueError(f"{self.path.name} predicts {self.prediction!r}: reduced resolutions need a weight-map model")
+        src = cond.to(self.device, torch.float32)
+        ts = sampling_timesteps(self.schedule.T, st.steps)
+        small = resize(src, sizes[-1])
+        if sizes[0] != sizes[-1]:  # the steps before the last at the coarse size: the last step's start
+            coarse = resize(src, sizes[0])
+            _, lc = self._sample_native(coarse, native, callback=callback, x_T=x_T, timesteps=ts[:-1])
+            wc = torch.sigmoid(guided_upsample(lc.to(self.device), coarse[:, :c], small[:, :c]))
+            x0 = wc * small[:, :c] + (1 - wc) * small[:, c:]
+            del wc
+            x_last = x0.mul_(math.sqrt(float(self.schedule.alphas_cumprod[ts[-1]])))
+            _, logit = self._sample_native(small, native, callback=callback, x_T=x_last, timesteps=ts[-1:])
+        else:  # every step at the last step's size
+            _, logit = self._sample_native(small, native, callback=callback, x_T=x_T)
+        if sizes[-1] != (h, w):
+            logit = guided_upsample(logit.to(self.device), small[:, :c], src[:, :c])
+        del small
+        wgt = torch.sigmoid(logit)
+        out = wgt * src[:, :c] + (1 - wgt) * src[:, c:]
+        return out, logit.float().cpu()
+
+    def _sample_native(self, cond: torch.Tensor, settings: "SamplingSettings", *, callback: Callable[[], None] | None,
+                       x_T: torch.Tensor | None = None, timesteps: Sequence[int] | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`sample` at the resolution of ``cond``, with the last step's weight logit (CPU float32)."""
         last: list[torch.Tensor] = []
-        out = self.sample(cond, settings, observe=lambda o: last.__setitem__(slice(None), [o]), callback=callback)
+        out = self.sample(cond, settings, observe=lambda o: last.__setitem__(slice(None), [o]), callback=callback,
+                          x_T=x_T, timesteps=timesteps)
         if self.prediction != "weights" or not last:
             return out, None
         # sample() reflect-pads small inputs, centred (its _pad_to); observe sees the padded output
@@ -437,7 +618,11 @@ class SamplingSettings:
     """How a :class:`FusionModel` samples, resolved and validated by :meth:`FusionModel.settings`:
     ``sampler`` name, ``steps``, ``tile`` side in px (0: whole image) and its ``overlap``, ``seed``, and
     ``clip``: clamp x̂0 to [−1, 1] at every step as the official code does (default), or not, as the
-    paper's Eq. 6 is written (see ``rediffuse.diffusion``; a weight-map x̂0 never leaves the range)."""
+    paper's Eq. 6 is written (see ``rediffuse.diffusion``; a weight-map x̂0 never leaves the range).
+    Speed (``SPEEDS``; :meth:`FusionModel.sample_with_logits`): ``scale``, the resolution of the last
+    step as a fraction of the image side; ``coarse``, that of the steps before it as a fraction of
+    the last step's; ``working_size``, the most megapixels the last step works on (0: no limit).
+    The defaults (1, 1, 0) sample every step at full resolution."""
 
     sampler: str
     steps: int
@@ -445,6 +630,9 @@ class SamplingSettings:
     overlap: int
     seed: int = 0
     clip: bool = True
+    scale: float = 1.0
+    coarse: float = 1.0
+    working_size: float = 0.0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -524,7 +712,8 @@ def fuse(images: Sequence[ImageLike], model: FusionModel | str | os.PathLike | N
          callback: Callable[[], None] | None = None, names: Sequence[str] | None = None,
          settings: SamplingSettings | None = None, bits: int | None = None, align: str = "none",
          reference: int = 0, symmetric: bool | None = None, depth_map: str | os.PathLike | None = None,
-         save_weights: str | os.PathLike | None = None, log: Callable[[str], None] | None = None) -> np.ndarray:
+         save_weights: str | os.PathLike | None = None, log: Callable[[str], None] | None = None,
+         colour: str = "auto", speed: str | None = None) -> np.ndarray:
     """Fuse a focus stack; returns ``[H, W]`` (all grey) or ``[H, W, 3]``, the size of the reference
     frame (all frames have one size), as ``uint8`` or ``uint16`` (see ``bits``).
 
@@ -537,8 +726,11 @@ def fuse(images: Sequence[ImageLike], model: FusionModel | str | os.PathLike | N
     ``"auto"``, a tile side in pixels, or 0/None for whole images; ``overlap`` defaults to a quarter
     of the tile. ``progress`` shows a bar over the network evaluations of the whole stack,
     ``callback()`` is called after each evaluation. ``names`` label the images in messages (default:
-    their file names, or "image 1", "image 2", ...). ``settings`` (from ``FusionModel.settings``)
-    replaces sampler/steps/seed/tile/overlap when given. ``bits``: 8 (``uint8``) or 16 (``uint16``,
+    their file names, or "image 1", "image 2", ...). ``speed``: a name in ``SPEEDS`` ("quality":
+    every step at full resolution; "balanced": the steps before the last at a quarter of it;
+    "fast": the last step at half resolution too; ``None``: ``FusionModel.default_speed``, i.e.
+    ``DEFAULT_SPEED`` for weight-map models). ``settings`` (from ``FusionModel.settings``)
+    replaces sampler/steps/seed/tile/overlap/speed when given. ``bits``: 8 (``uint8``) or 16 (``uint16``,
     the 0–255 scale × 257); ``None`` chooses 16 when an input holds finer levels than 8 bits
     (``uint16`` arrays, 16-bit files, float data between the 8-bit levels) and 8 otherwise, so
     8-bit pairs give exactly the 8-bit result they always did.
@@ -553,7 +745,11 @@ def fuse(images: Sequence[ImageLike], model: FusionModel | str | os.PathLike | N
     ``depth_map``: write there an image of each pixel's strongest frame (``stack.write_depth_map``:
     frame i at grey round(i·255/(N−1))); ``save_weights``: write each frame's weight map into that
     folder (``weight-01.png``, …, 16-bit, weight × 65535). ``log(message)`` receives one-line notes
-    (the alignment decision). See the module docstring for the method.
+    (the alignment decision). ``colour`` (colour stacks, luminance models): ``"weights"`` applies
+    each frame's weight map to its R, G and B (every output pixel a convex combination of the
+    frames' pixels), ``"paper"`` joins the fused luminance with chroma fused by the paper's
+    saturation-weighted rule; ``"auto"`` (default) = ``"weights"`` for a weight-map model, ``"paper"``
+    otherwise. See the module docstring for the method.
     """
     if bits not in (None, 8, 16):
         raise ValueError(f"bits must be 8, 16 or None (follow the inputs), got {bits!r}")
@@ -567,6 +763,8 @@ def fuse(images: Sequence[ImageLike], model: FusionModel | str | os.PathLike | N
     names = [str(n) for n in names]
     if len(names) != len(images):
         raise ValueError(f"got {len(names)} names for {len(images)} images")
+    if colour not in COLOUR_MODES:
+        raise ValueError(f"colour must be one of {', '.join(COLOUR_MODES)}, got {colour!r}")
     if align not in ALIGN_MODES:
         raise ValueError(f"align must be one of {', '.join(ALIGN_MODES)}, got {align!r}")
     if isinstance(reference, bool) or not isinstance(reference, (int, np.integer)) or not 0 <= reference < len(images):
@@ -577,6 +775,9 @@ def fuse(images: Sequence[ImageLike], model: FusionModel | str | os.PathLike | N
     if symmetric and fm.prediction != "weights":
         raise ValueError(f"the order-independent fusion needs a weight-map model; {fm.path.name} predicts "
                          f"{fm.prediction!r}: fuse with symmetric=False (--no-symmetric) or another checkpoint")
+    if colour == "weights" and fm.prediction != "weights":
+        raise ValueError(f"colour='weights' needs a weight-map model; {fm.path.name} predicts {fm.prediction!r}: "
+                         "use colour='paper' (--colour paper)")
     if symmetric is None:
         symmetric = fm.prediction == "weights" and (n > 2 or SYMMETRIC_PAIRS)
     if (depth_map or save_weights) and not (symmetric or n == 2):
@@ -587,22 +788,26 @@ def fuse(images: Sequence[ImageLike], model: FusionModel | str | os.PathLike | N
     if n > 2 and not symmetric:
         warnings.warn(f"{n} images folded pairwise in the order given: another order gives another result "
                       "(the order-independent fusion needs a weight-map model and symmetric=True)", stacklevel=2)
-    st = settings or fm.settings(sampler, steps, tile=tile, overlap=overlap, seed=seed)
+    st = settings or fm.settings(sampler, steps, tile=tile, overlap=overlap, seed=seed, speed=speed)
 
     frames = FrameReader(lambda i: _as_array(images[i], names[i]), names, int(reference))
     info = frames.survey(align, MIN_SIDE, log)
-    colour = info.colour
+    is_colour = info.colour
     bits = bits or max(info.bits)
-    if any(colour) and not all(colour):
-        grey = ", ".join(nm for nm, c in zip(names, colour) if not c)
+    if any(is_colour) and not all(is_colour):
+        grey = ", ".join(nm for nm, c in zip(names, is_colour) if not c)
         warnings.warn(f"mixing grey and colour images: {grey} treated as colour (R = G = B); the result is colour",
                       stacklevel=2)
     h, w = info.height, info.width
-    c = fm.channels  # 1: the luminance is fused and the chroma by its rule; 3: an RGB model fuses R, G, B
-    total_sum, cbcr = accumulate(frames, info, channels=c, frame_sum=symmetric, chroma=c == 1 and any(colour))
+    c = fm.channels  # 1: the luminance is fused (colour by its weights or the chroma rule); 3: an RGB model
+    if colour == "auto":
+        colour = "weights" if fm.prediction == "weights" else "paper"
+    rgb = c == 1 and any(is_colour) and colour == "weights"
+    total_sum, cbcr = accumulate(frames, info, channels=c, frame_sum=symmetric,
+                                 chroma=c == 1 and any(is_colour) and not rgb)
 
     runs = n if symmetric else n - 1
-    bar = tqdm(total=runs * fm.count_evaluations(h, w, st.steps, st.tile, st.overlap), desc="fusing",
+    bar = tqdm(total=runs * fm.evaluations(h, w, st), desc="fusing",
                unit="eval") if progress else None
 
     def on_eval():
@@ -618,10 +823,10 @@ def fuse(images: Sequence[ImageLike], model: FusionModel | str | os.PathLike | N
         with logit_store(save_weights) as keep:
             if symmetric:
                 acc = fuse_softmax(frames, lambda y, r: pair(y, r)[1], total_sum, channels=c, tau=TAU,
-                                   depth=depth_map is not None, keep=keep)
+                                   depth=depth_map is not None, keep=keep, rgb=rgb)
                 fused = torch.from_numpy(acc.result())[None]
             else:
-                fused, acc = fuse_fold(frames, pair, channels=c, depth=depth_map is not None, keep=keep)
+                fused, acc = fuse_fold(frames, pair, channels=c, depth=depth_map is not None, keep=keep, rgb=rgb)
             del total_sum
             if depth_map is not None:
                 write_depth_map(depth_map, acc.index, n)
@@ -631,12 +836,12 @@ def fuse(images: Sequence[ImageLike], model: FusionModel | str | os.PathLike | N
     finally:
         if bar is not None:
             bar.close()
-    if c == 3:
+    if c == 3 or rgb:
         if bits == 8:  # the 8-bit path exactly as before, so 8-bit results never change
-            rgb = tensor_to_image(fused[0])
-            return rgb if any(colour) else np.clip(np.rint(_luma(rgb)), 0, 255).astype(np.uint8)
+            out8 = tensor_to_image(fused[0])
+            return out8 if any(is_colour) else np.clip(np.rint(_luma(out8)), 0, 255).astype(np.uint8)
         v = np.moveaxis((fused[0].cpu().double().numpy() + 1.0) * 127.5, 0, -1)
-        return _quantise(v if any(colour) else _luma(np.clip(v, 0, 255)), 16)
+        return _quantise(v if any(is_colour) else _luma(np.clip(v, 0, 255)), 16)
     y = (fused[0, 0].cpu().numpy().astype(np.float32) + np.float32(1.0)) * np.float32(127.5)
     del fused
     if cbcr is None:

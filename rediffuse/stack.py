@@ -25,7 +25,11 @@ module streams the frames through it.
   reference covers every pixel, so each output pixel is fused from the frames that see it and the
   result keeps the reference frame's size and framing. The network itself sees the frame with its
   edge pixels repeated there.
-- **Chroma** (colour stacks): the saturation-weighted rule ``Σ C_i |C_i − 128| / Σ |C_i − 128|``
+- **Colour** (colour stacks, luminance models). By default (``colour="weights"``) each frame's weight
+  map is applied to its R, G and B alike, so every output pixel is a convex combination of the
+  frames' colours and a pixel taken from one frame is that frame's pixel, colour included. The
+  paper's rule (``colour="paper"``): the fused luminance joined with chroma fused by the
+  saturation-weighted rule ``Σ C_i |C_i − 128| / Σ |C_i − 128|``
   over all frames (``rediffuse.data.fuse_chroma``), summed frame by frame in float64 (the same sums,
   in the same order, as the in-memory rule, so the result is identical).
 """
@@ -250,11 +254,13 @@ class OnlineSoftmax:
     it costs disk, not memory) for the weight maps. Memory: a few arrays of one frame's size."""
 
     def __init__(self, n: int, shape: tuple[int, int, int], *, numerator: bool = True, depth: bool = False,
-                 keep: str | os.PathLike | None = None):
+                 keep: str | os.PathLike | None = None, value_channels: int | None = None):
         self.n, self.shape = n, shape
         self.m = np.full(shape, _OUTSIDE, np.float32)
         self.d = np.zeros(shape, np.float32)
-        self.num = np.zeros(shape, np.float32) if numerator else None
+        # one logit channel may weight several value channels (a luminance model's weight map applied to R, G, B)
+        vshape = (value_channels or shape[0], *shape[1:])
+        self.num = np.zeros(vshape, np.float32) if numerator else None
         self.best = np.full(shape[1:], -np.inf, np.float32) if depth else None
         self.index = np.zeros(shape[1:], np.uint16) if depth else None
         self.keep = Path(keep) if keep else None
@@ -262,7 +268,8 @@ class OnlineSoftmax:
     def add(self, i: int, logit: np.ndarray, y: np.ndarray | None = None, valid: np.ndarray | None = None,
             scale: float = 1.0) -> None:
         """Frame ``i``'s logits ``[C, H, W]`` (z = ``scale`` · logit; and its values ``y``, same
-        shape), counted only where ``valid`` ``[H, W]`` (``None``: everywhere). Row strips keep the
+        shape, or ``[3, H, W]`` under a one-channel logit), counted only where ``valid`` ``[H, W]``
+        (``None``: everywhere). Row strips keep the
         temporaries small (a 24-MP frame would otherwise need several full-size float copies)."""
         with contextlib.ExitStack() as files:
             kept = files.enter_context(open(self.keep / f"{i}.f32", "wb")) if self.keep else None
@@ -302,15 +309,17 @@ class OnlineSoftmax:
 
 def fuse_softmax(frames: FrameReader, logit: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                  total: np.ndarray, *, channels: int, tau: float = TAU, depth: bool = False,
-                 keep: str | os.PathLike | None = None) -> OnlineSoftmax:
+                 keep: str | os.PathLike | None = None, rgb: bool = False) -> OnlineSoftmax:
     """Pass 2, order-independent: ``l_i = logit(Y_i, R_i)`` with ``R_i = (total − Y_i) / (N − 1)``
     (``[1, C, H, W]`` tensors in [-1, 1]), accumulated as ``softmax_i(l_i / τ)``; returns the
-    accumulator (``result()``: the fused ``[C, H, W]`` in [-1, 1])."""
+    accumulator (``result()``: the fused ``[C, H, W]`` in [-1, 1], or ``[3, H, W]`` with ``rgb``: a
+    luminance model's weights applied to each frame's R, G and B)."""
     n = frames.n
-    acc = OnlineSoftmax(n, total.shape, depth=depth, keep=keep)
+    acc = OnlineSoftmax(n, total.shape, depth=depth, keep=keep, value_channels=3 if rgb else None)
     for i in range(n):
         a, valid = frames.frame(i)
         y = image_to_tensor(a, y_only=channels == 1)
+        values = image_to_tensor(a, y_only=False).numpy() if rgb else None
         del a
         rest = np.empty(y.shape, np.float32)
         yn = y.numpy()
@@ -318,41 +327,54 @@ def fuse_softmax(frames: FrameReader, logit: Callable[[torch.Tensor, torch.Tenso
             rest[:, s] = (total[:, s] - yn[:, s]) / (n - 1)
         out = logit(y[None], torch.from_numpy(rest)[None])[0].cpu().numpy()
         del rest
-        acc.add(i, out, yn, valid, scale=1.0 / tau)
-        del out, y, yn, valid
+        acc.add(i, out, yn if values is None else values, valid, scale=1.0 / tau)
+        del out, y, yn, valid, values
     return acc
 
 
 def fuse_fold(frames: FrameReader, pair: Callable[[torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor | None]"],
-              *, channels: int, depth: bool = False, keep: str | os.PathLike | None = None
+              *, channels: int, depth: bool = False, keep: str | os.PathLike | None = None, rgb: bool = False
               ) -> tuple[torch.Tensor, OnlineSoftmax | None]:
     """Pass 2, pairwise: ``F = ((Y₁ ⊕ Y₂) ⊕ Y₃) ⊕ …`` with ``pair(F, Y_i) -> (fused, logit or None)``
     (the order of the frames matters). Where frame i does not cover the grid the fold keeps what it
     has. For two frames with a logit, also the weights ``σ(l)`` and ``1 − σ(l)`` (as a softmax over
-    ``(l, 0)``) for the depth and weight maps. Returns ``([1, C, H, W]`` in [-1, 1], the weights or None)."""
+    ``(l, 0)``) for the depth and weight maps. Returns ``([1, C, H, W]`` in [-1, 1], the weights or None);
+    with ``rgb`` the fused image is ``[1, 3, H, W]``: every step's weight ``σ(l)`` applied to R, G and B
+    (the network still sees the luminance)."""
     want = (depth or keep) and frames.n == 2
-    fused, covered, acc, first_valid = None, None, None, None
+    fused, covered, acc, first_valid, fused_rgb = None, None, None, None, None
     for i in range(frames.n):
         a, valid = frames.frame(i)
         y = image_to_tensor(a, y_only=channels == 1)[None]
+        y_rgb = image_to_tensor(a, y_only=False)[None] if rgb else None
         del a
         if fused is None:
-            fused, covered, first_valid = y, valid, valid
+            fused, covered, first_valid, fused_rgb = y, valid, valid, y_rgb
             continue
         out, logit = pair(fused, y.to(fused.device))
+        if rgb:
+            if logit is None:
+                raise ValueError("colour by weights needs a weight-map model (prediction 'weights')")
+            wgt = torch.sigmoid(logit.to(out.device))
+            y_rgb = y_rgb.to(out.device)
+            out_rgb = wgt * fused_rgb.to(out.device) + (1 - wgt) * y_rgb
         if valid is not None or covered is not None:
             v = torch.from_numpy(valid if valid is not None else np.ones(y.shape[-2:], bool)).to(out.device)
             c = torch.from_numpy(covered if covered is not None else np.ones(y.shape[-2:], bool)).to(out.device)
             out = torch.where(v & c, out, torch.where(v, y.to(out.device), fused))
+            if rgb:
+                out_rgb = torch.where(v & c, out_rgb, torch.where(v, y_rgb, fused_rgb.to(out.device)))
             covered = None if bool((v | c).all()) else (v | c).cpu().numpy()
         fused = out
+        if rgb:
+            fused_rgb = out_rgb
         if want:
             if logit is None:
                 raise ValueError("depth and weight maps need a weight-map model (prediction 'weights')")
             acc = OnlineSoftmax(2, tuple(logit.shape[1:]), numerator=False, depth=depth, keep=keep)
             acc.add(0, logit[0].cpu().numpy(), valid=first_valid)
             acc.add(1, np.zeros(tuple(logit.shape[1:]), np.float32), valid=valid)
-    return fused, acc
+    return (fused_rgb if rgb else fused), acc
 
 
 def write_depth_map(path: str | os.PathLike, index: np.ndarray, n: int) -> Path:

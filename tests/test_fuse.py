@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 import rediffuse.fuse as F
-from rediffuse.data import focus_mask, make_pair, recombine, skimage_photo
+from rediffuse.data import focus_mask, luminance, make_pair, recombine, skimage_photo
 from rediffuse.diffusion import get_schedule, predict_x0_eps
 from rediffuse.fuse import FusionModel, fuse, plan_tiles, tile_window
 from rediffuse.metrics import psnr
@@ -79,9 +79,48 @@ def test_colour_uses_the_chroma_rule_of_all_sources(tiny_model, monkeypatch):
     monkeypatch.setattr(tiny_model, "sample", lambda cond, *args, **kw: cond[:, :1])
     big = [np.tile(x, (8, 1, 1)) for x in (a, b, c)]  # 320 rows: more than one strip
     with pytest.warns(UserWarning, match="folded pairwise in the order given"):
-        out = fuse(big, tiny_model, steps=1, symmetric=False)
+        out = fuse(big, tiny_model, steps=1, symmetric=False, colour="paper")
     ref = recombine(luminance(big[0]), big)
     assert np.abs(out.astype(int) - ref.astype(int)).max() <= 1
+
+
+def test_colour_by_weights_copies_the_chosen_pixels(tiny_model, monkeypatch):
+    """colour="weights" (the default for weight-map models) applies each source's weight to its R, G, B:
+    a pixel taken from one source is that source's pixel exactly; the paper's chroma rule is not."""
+    a, b, _ = pair(40, 36)
+    c = np.ascontiguousarray(a[::-1])
+
+    def by_columns(cond, settings=None, *, callback=None):  # stand-in: A left of column 18, B right of it
+        logit = torch.full(cond[:, :1].shape, 30.0)
+        logit[..., 18:] = -30.0
+        w = torch.sigmoid(logit)
+        return w * cond[:, :1] + (1 - w) * cond[:, 1:2], logit
+
+    monkeypatch.setattr(tiny_model, "sample_with_logits", by_columns)
+    out = fuse([a, b], tiny_model, steps=1)
+    assert np.array_equal(out[:, :18], a[:, :18]) and np.array_equal(out[:, 18:], b[:, 18:])
+    paper = fuse([a, b], tiny_model, steps=1, colour="paper")
+    assert np.abs(paper.astype(int) - out.astype(int)).max() > 2  # the chroma rule mixes the sources' colours
+
+    def brightest(cond, settings=None, *, callback=None):  # stand-in: each frame scored by its own luminance
+        logit = 2000.0 * cond[:, :1]
+        return cond[:, :1], logit
+
+    monkeypatch.setattr(tiny_model, "sample_with_logits", brightest)
+    frames = [a, b, c]
+    stack = fuse(frames, tiny_model, steps=1)  # order-independent softmax over three frames
+    ys = np.stack([luminance(f) for f in frames])
+    pick = ys.argmax(0)
+    clear = np.sort(ys, 0)[-1] - np.sort(ys, 0)[-2] > 2.0  # a clear winner: its weight is ~1
+    want = np.take_along_axis(np.stack(frames), pick[None, ..., None], 0)[0]
+    assert np.abs(stack[clear].astype(int) - want[clear].astype(int)).max() <= 1
+    assert np.array_equal(fuse([c, a, b], tiny_model, steps=1), stack)
+
+    monkeypatch.setattr(tiny_model, "prediction", "eps")
+    with pytest.raises(ValueError, match="colour='weights' needs a weight-map model"):
+        fuse([a, b], tiny_model, steps=1, colour="weights")
+    with pytest.raises(ValueError, match="colour must be one of"):
+        fuse([a, b], tiny_model, steps=1, colour="rgb")
 
 
 def test_seeds_and_determinism(tiny_model):

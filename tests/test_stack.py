@@ -10,6 +10,7 @@ from PIL import Image
 import rediffuse.stack as S
 from rediffuse import cli
 from rediffuse.align import ALIGN_MODES, grid_rms
+from rediffuse.fuse import COLOUR_MODES
 from rediffuse.data import tensor_to_image
 from rediffuse.fuse import DEFAULT_CHECKPOINT, FusionModel, fuse
 from rediffuse.metrics import psnr
@@ -92,15 +93,20 @@ def test_a_symmetric_pair_is_the_pair_model_made_symmetric(tiny):
 
 
 def test_a_colour_pair_gives_exactly_the_result_of_before(tiny):
-    # one sampling run and the chroma rule of data.recombine in row strips, as fuse did before stacks
-    # were streamed: the chroma sums are the same float64 sums in the same order, so not a level moves
+    # colour="paper": one sampling run and the chroma rule of data.recombine in row strips, as fuse did
+    # before stacks were streamed: the same float64 chroma sums in the same order, so not a level moves
     from rediffuse.data import image_to_tensor, recombine
 
     a, b = _stack(2, (300, 40), seed=1)
-    y = tiny.sample(torch.cat([image_to_tensor(a)[None], image_to_tensor(b)[None]], 1), tiny.settings(tile="auto"))
+    cond = torch.cat([image_to_tensor(a)[None], image_to_tensor(b)[None]], 1)
+    y, logit = tiny.sample_with_logits(cond, tiny.settings(tile="auto"))
     y = (y[0, 0].numpy().astype(np.float32) + np.float32(1)) * np.float32(127.5)
     before = np.concatenate([recombine(y[r:r + 256], [a[r:r + 256], b[r:r + 256]]) for r in (0, 256)])
-    assert np.array_equal(fuse([a, b], tiny), before)
+    assert np.array_equal(fuse([a, b], tiny, colour="paper"), before)
+    # the default, colour="weights": the same weight map σ(l) applied to R, G and B
+    w = torch.sigmoid(logit)[0]
+    rgb = w * image_to_tensor(a, y_only=False) + (1 - w) * image_to_tensor(b, y_only=False)
+    assert np.array_equal(fuse([a, b], tiny), tensor_to_image(rgb))
 
 
 def test_models_without_weights_fold_stacks_with_a_warning(tmp_path):
@@ -204,6 +210,7 @@ def test_command_line_stack_options(tiny_checkpoint, tmp_path, capsys):
     from rediffuse.cli import fuse as fuse_command
 
     assert fuse_command.ALIGN_CHOICES == ALIGN_MODES
+    assert fuse_command.COLOUR_CHOICES == COLOUR_MODES
     frames, _, _, _ = misaligned_stack(3, (96, 128), seed=1)
     paths = []
     for i, f in enumerate(frames):

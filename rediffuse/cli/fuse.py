@@ -25,13 +25,17 @@ _PROG = "rediffuse fuse"
 SAMPLER_NAMES = ("x0_regression", "ddim", "posterior_mean")
 # rediffuse.align.ALIGN_MODES, spelled out for the same reason (a test compares them)
 ALIGN_CHOICES = ("auto", "none", "translation", "similarity", "homography")
+# rediffuse.fuse.COLOUR_MODES (a test compares them)
+COLOUR_CHOICES = ("auto", "weights", "paper")
 DEFAULT_CHECKPOINT_NAME = "rediffuse-weights-bconv.pt"
 
 DESCRIPTION = """\
 Fuse two or more photos of one scene focused at different depths into one image that is sharp
-everywhere. The luminance is fused by a trained rotation-equivariant diffusion U-Net; colour (Cb, Cr)
-by the saturation-weighted rule of the ReDiffuse paper over all inputs. Grey inputs give a grey
-result; grey and colour mixed give colour (grey images count as neutral, with a warning).
+everywhere. A trained rotation-equivariant diffusion U-Net weighs the images' luminance at every
+pixel; the weights are applied to R, G and B alike, so a pixel taken from one image keeps its exact
+colour (--colour paper: colour (Cb, Cr) by the saturation-weighted rule of the ReDiffuse paper
+instead). Grey inputs give a grey result; grey and colour mixed give colour (grey images count as
+neutral, with a warning).
 
 Stacks of three or more are fused order-independently: every frame gets a weight per pixel (a
 softmax over the frames of the network's score for that frame against the mean of the others), so
@@ -128,6 +132,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="order-independent fusion: one network run per image instead of a pairwise fold; on for "
                         "three or more images, off for pairs (where it costs a second run); --no-symmetric folds "
                         "stacks pairwise in the order given")
+    p.add_argument("--colour", "--color", choices=COLOUR_CHOICES, default="auto",
+                   help="how colour images get their colour: weights = each image's weight map applied to its R, G "
+                        "and B; paper = the fused luminance with chroma by the paper's saturation-weighted rule; "
+                        "auto = weights for weight-map models, paper for the others (default: %(default)s)")
     p.add_argument("--depth-map", metavar="OUT", default=None,
                    help="also write the index of the frame with the largest weight at each pixel: frame i of N "
                         "(from 0) at grey round(i * 255 / (N - 1)); example: --depth-map depth.png")
@@ -234,7 +242,8 @@ def _run(args: argparse.Namespace) -> int:
                                           else "whole image"), args.quiet)
     result = fuse(images, fm, settings=st, progress=not args.quiet, names=images, align=args.align,
                   reference=args.reference - 1, symmetric=args.symmetric, depth_map=depth_path,
-                  save_weights=weights_dir, log=lambda msg: _say(msg, args.quiet))
+                  save_weights=weights_dir, log=lambda msg: _say(msg, args.quiet),
+                  colour=args.colour)
     write_image(out_path, result)
     fmt = Image.registered_extensions().get(out_path.suffix.lower())
     bits = 16 if result.dtype == np.uint16 and fmt in SIXTEEN_BIT_FORMATS else 8
