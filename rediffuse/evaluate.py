@@ -325,7 +325,13 @@ def markdown_table(table: dict[str, dict[str, float]] | list[dict], title: str =
         for c in cols:
             v = r.get(c, "")
             if isinstance(v, float):
-                v = "–" if math.isnan(v) else (f"{v:.2f}" if c in ("PSNR", "seconds") else f"{v:.{digits}f}")
+                places = 2 if c in ("PSNR", "seconds") else digits
+                if math.isnan(v):
+                    v = "–"
+                elif v != 0 and abs(v) < 0.5 * 10.0 ** -places:  # would print as 0.00…: keep its size visible
+                    v = f"{v:.2e}"
+                else:
+                    v = f"{v:.{places}f}"
             cells.append(str(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

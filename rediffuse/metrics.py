@@ -26,8 +26,11 @@ from skimage.metrics import structural_similarity
 
 __all__ = [
     "to_gray_uint8",
+    "stretch_levels",
+    "mutual_information",
     "qmi",
     "qg",
+    "qg_maps",
     "qabf",
     "qp",
     "qe",
@@ -148,6 +151,25 @@ def _mi_terms(s: np.ndarray, f: np.ndarray):
     return hs + hf - _entropy(joint.ravel()), hs, hf
 
 
+def stretch_levels(x: np.ndarray) -> np.ndarray:
+    """QMI's first step: grey levels ``[H, W]`` stretched to the integers round(255 (x − min)/(max − min))
+    (MATLAB ``round``), int64 ``[H, W]``; a constant image becomes all 0."""
+    return _stretch255(np.asarray(x, dtype=np.float64))
+
+
+def mutual_information(s: np.ndarray, f: np.ndarray) -> float:
+    """MI(S, F) = H(S) + H(F) − H(S, F) in bits, from the 256×256 joint histogram of two integer images
+    with levels 0..255 (``[H, W]`` each; e.g. :func:`stretch_levels` output). MI(S, S) = H(S)."""
+    s, f = np.asarray(s), np.asarray(f)
+    if s.shape != f.shape:
+        raise ValueError(f"s and f must have the same shape, got {s.shape} and {f.shape}")
+    if not (np.issubdtype(s.dtype, np.integer) and np.issubdtype(f.dtype, np.integer)):
+        raise ValueError("s and f must hold integer levels 0..255 (stretch_levels gives them)")
+    if min(s.min(), f.min()) < 0 or max(s.max(), f.max()) > 255:
+        raise ValueError("levels must lie in 0..255")
+    return _mi_terms(s.astype(np.int64), f.astype(np.int64))[0]
+
+
 def _qmi(ga, gb, gf) -> float:
     sa, sb, sf = _stretch255(ga), _stretch255(gb), _stretch255(gf)
     total = 0.0
@@ -180,7 +202,9 @@ def _sobel_filter2(x: np.ndarray):
     return g, np.arctan(gy / gx)
 
 
-def _qg(ga, gb, gf, variant: str = "2019") -> float:
+def _qg_terms(ga, gb, gf, variant: str = "2019") -> dict[str, np.ndarray]:
+    """The per-pixel pieces of QG: guarded gradient strengths, strength ratios G, orientation agreements
+    A and edge-preservation values Q of each source."""
     if variant not in ("2019", "2003"):
         raise ValueError(f"variant must be '2019' or '2003', got {variant!r}")
     gF, aF = _sobel_filter2(gf)
@@ -214,10 +238,26 @@ def _qg(ga, gb, gf, variant: str = "2019") -> float:
 
     Q_A = Tg / (1 + np.exp(kg * (G_A - Dg))) * (Ta / (1 + np.exp(ka * (A_A - Da))))
     Q_B = Tg / (1 + np.exp(kg * (G_B - Dg))) * (Ta / (1 + np.exp(ka * (A_B - Da))))
+    return {"g_A": gA, "g_B": gB, "g_F": gF, "alpha_A": aA, "alpha_B": aB, "alpha_F": aF,
+            "G_A": G_A, "G_B": G_B, "A_A": A_A, "A_B": A_B, "Q_A": Q_A, "Q_B": Q_B}
+
+
+def _qg(ga, gb, gf, variant: str = "2019") -> float:
+    t = _qg_terms(ga, gb, gf, variant)
+    gA, gB, Q_A, Q_B = t["g_A"], t["g_B"], t["Q_A"], t["Q_B"]
     if variant == "2019":
         return float((Q_A * gA + Q_B * gB).sum() / (gA + gB).sum())
     # 2003: mean over pixels of the per-pixel normalised score
     return float(((Q_A * gA + Q_B * gB) / (gA + gB)).mean())
+
+
+def qg_maps(a, b, f, variant: str = "2019") -> dict[str, np.ndarray]:
+    """QG's per-pixel pieces, each ``[H, W]`` float64 (for looking inside the number, e.g. notebook 04):
+    ``g_A``, ``g_B``, ``g_F`` Sobel strengths (zeros of g_A, g_B guarded to 1e-5, as the weights are),
+    ``alpha_*`` orientations, ``G_A``, ``G_B`` strength ratios (≤ 1), ``A_A``, ``A_B`` orientation
+    agreements, ``Q_A``, ``Q_B`` edge preservation of each source in F. QG is
+    Σ(Q_A g_A + Q_B g_B)/Σ(g_A + g_B) of these maps."""
+    return _qg_terms(*_prepare(a, b, f, min_side=1), variant=variant)
 
 
 def qg(a, b, f, variant: str = "2019") -> float:

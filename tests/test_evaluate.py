@@ -69,6 +69,11 @@ def test_markdown_table_formats_nan():
     assert "| m | 1.0000 | – |" in text
 
 
+def test_markdown_table_keeps_small_differences_visible():
+    text = markdown_table({"m": {"QMI": 1.0, "diff": 3.2e-6, "zero": 0.0}})
+    assert "| m | 1.0000 | 3.20e-06 | 0.0000 |" in text
+
+
 def test_run_checkpoints_are_named_by_their_folder_and_names_must_differ(tiny_checkpoint, tmp_path):
     import shutil
 

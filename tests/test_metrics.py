@@ -255,3 +255,28 @@ def test_matches_reference_toolbox(image, method, reference):
     }
     bad = {k: (got[k], expected[k]) for k in TOL if abs(got[k] - expected[k]) > TOL[k]}
     assert not bad, f"{image}/{method}: (ours, reference) {bad}"
+
+
+def test_qmi_pieces_are_public_and_add_up():
+    from rediffuse.metrics import mutual_information, qmi, stretch_levels
+    rng = np.random.default_rng(3)
+    a, b = rng.integers(0, 200, (2, 30, 40), dtype=np.uint8)
+    f = ((a.astype(int) + b) // 2).astype(np.uint8)
+    sa, sb, sf = (stretch_levels(x) for x in (a, b, f))
+    assert sa.min() == 0 and sa.max() == 255 and stretch_levels(np.full((3, 3), 7.0)).max() == 0
+    h = lambda x: mutual_information(x, x)  # noqa: E731
+    assert mutual_information(sa, sf) <= min(h(sa), h(sf)) + 1e-12
+    built = 2 * (mutual_information(sa, sf) / (h(sa) + h(sf)) + mutual_information(sb, sf) / (h(sb) + h(sf)))
+    assert built == pytest.approx(qmi(a, b, f), abs=1e-12)
+    with pytest.raises(ValueError, match="integer levels"):
+        mutual_information(sa.astype(float), sf)
+
+
+def test_qg_maps_give_qg():
+    from rediffuse.metrics import qg, qg_maps
+    rng = np.random.default_rng(4)
+    a, b, f = rng.integers(0, 256, (3, 25, 31), dtype=np.uint8)
+    m = qg_maps(a, b, f)
+    weighted = (m["Q_A"] * m["g_A"] + m["Q_B"] * m["g_B"]).sum() / (m["g_A"] + m["g_B"]).sum()
+    assert weighted == qg(a, b, f)
+    assert (m["G_A"] <= 1).all() and (m["A_A"] <= 1).all() and (m["Q_A"] < 0.975).all()
