@@ -94,6 +94,11 @@ def check_04_evaluate_fusion(r):
             assert max(errs.values()) < 0.01, (name, errs)  # grey levels, float32
         else:
             assert max(errs.values()) > 0.1, (name, errs)
+    mi, qg = r["exercise_mi"], r["exercise_qg"]  # the exercises (reference solutions) agree with the library
+    assert abs(mi["toy_mi"] - mi["toy_h_f"]) < 1e-12  # F is a function of S: MI(S, F) = H(F)
+    assert abs(mi["qmi_yours"] - mi["qmi_library"]) < 1e-9
+    assert abs(qg["toy_yours"] - qg["toy_library"]) < 1e-6 and abs(qg["crop_yours"] - qg["crop_library"]) < 1e-6
+    assert abs(qg["crop_qabf"] - qg["crop_library"]) < 0.005 and qg["crop_qg2003"] < qg["crop_library"]
     assert r["runtime_s"] < 600
 
 

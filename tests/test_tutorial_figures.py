@@ -1,15 +1,17 @@
 """Figures and tables of the tutorial that are easy to get subtly wrong: notebook 02's Figure-8 panels
-show the turned photo and carry a colour bar; small numbers in tables keep their size instead of
-printing as 0."""
+show the turned photo and carry a colour bar; notebook 04's zoomed views crop where asked; small numbers
+in tables keep their size instead of printing as 0."""
 import matplotlib
 
 matplotlib.use("Agg")
 
 import numpy as np
+import pytest
 import torch
 
 from rediffuse.groups import rotate_image
 from rediffuse.viz.common import fmt, markdown_table
+from rediffuse.viz.evaluation import focus_boundary_box, fusion_view, zoom_box
 from rediffuse.viz.theorems import plot_error_maps, turned_input
 
 
@@ -36,6 +38,31 @@ def test_turned_input_is_exact_for_quarter_turns():
     photo = _photo()
     for k in range(4):
         assert np.array_equal(turned_input(photo, 90 * k), rotate_image(photo.double(), k)[0, 0].numpy())
+
+
+def test_zoom_box_stays_inside_the_image():
+    assert zoom_box((100, 200), (0.5, 0.5), 4) == (38, 88, 25)
+    top, left, side = zoom_box((100, 200), (1.0, 0.0), 2)
+    assert (top, left, side) == (50, 0, 50)
+
+
+def test_fusion_view_enlarges_the_requested_box():
+    rng = np.random.default_rng(1)
+    imgs = {"A": rng.integers(0, 256, (40, 60), dtype=np.uint8), "B": rng.integers(0, 256, (40, 60), dtype=np.uint8)}
+    fig = fusion_view(imgs, box=(5, 7, 10), scores={"B": {"QMI": 1.23456, "QG": 0.5, "QE": 0.25}})
+    crops = [ax.get_images()[0].get_array() for ax in fig.axes[2:]]
+    assert np.array_equal(crops[0], imgs["A"][5:15, 7:17])
+    assert "QMI 1.235" in fig.axes[1].get_title()
+
+
+def test_focus_boundary_box_straddles_the_boundary():
+    rng = np.random.default_rng(2)
+    sharp = rng.integers(0, 256, (64, 64)).astype(np.uint8)
+    flat = np.full_like(sharp, 128)
+    a = np.hstack([sharp[:, :40], flat[:, 40:]])  # A sharp on the left, B on the right
+    b = np.hstack([flat[:, :40], sharp[:, 40:]])
+    top, left = focus_boundary_box(a, b, 16)
+    assert left + 8 == pytest.approx(40, abs=2)
 
 
 def test_small_numbers_keep_their_size_in_tables():

@@ -91,3 +91,107 @@ def test_unwritten_notebook02_exercises_fall_back_to_the_reference():
         raise NotImplementedError
 
     assert ts.check_envelope_constant(envelope_constant).startswith("correct")
+
+
+# ------------------------------------------------------------------------- notebook 04
+
+def _mi_from_counts(s, f):  # entropies of raw counts, never normalised
+    joint = np.zeros((256, 256))
+    np.add.at(joint, (s.ravel(), f.ravel()), 1.0)
+    h = lambda q: -(q[q > 0] * np.log2(q[q > 0])).sum()  # noqa: E731
+    return h(joint.sum(1)) + h(joint.sum(0)) - h(joint)
+
+
+def _mi_with_nan(s, f):  # 0·log 0 left in
+    joint = np.zeros((256, 256))
+    np.add.at(joint, (s.ravel(), f.ravel()), 1.0)
+    p = joint / joint.sum()
+    with np.errstate(all="ignore"):
+        h = lambda q: -(q * np.log2(q)).sum()  # noqa: E731
+        return h(p.sum(1)) + h(p.sum(0)) - h(p)
+
+
+def test_notebook04_references_pass_their_checks():
+    assert ts.check_mutual_information(ts.mutual_information).startswith("correct")
+    assert ts.check_qg_by_hand(ts.qg_by_hand).startswith("correct")
+
+
+def test_notebook04_reference_qg_is_the_library_qg_on_a_real_crop():
+    from skimage import data as skdata
+    from scipy import ndimage
+    from rediffuse.metrics import qg
+    y = skdata.camera()[200:264, 200:264].astype(np.float64)
+    blur = np.round(ndimage.gaussian_filter(y, 2))
+    a, b = np.hstack([y[:, :32], blur[:, 32:]]), np.hstack([blur[:, :32], y[:, 32:]])
+    assert abs(ts.qg_by_hand(a, b, y) - qg(*(x.astype(np.uint8) for x in (a, b, y)))) < 1e-9
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (lambda s, f: ts.mutual_information(s, f) * np.log(2), "nats"),
+    (_mi_with_nan, "0·log 0"),
+    (_mi_from_counts, "normalise the histogram counts"),
+    (lambda s, f: -ts.mutual_information(s, f), "sign is reversed"),
+    (lambda s, f: np.histogram2d(s.ravel(), f.ravel(), 256)[0], "one number"),
+])
+def test_a_wrong_mutual_information_fails(wrong, message):
+    with pytest.raises(ts.ExerciseError, match=message):
+        ts.check_mutual_information(wrong)
+
+
+def test_qmi_normalisation_inside_mi_is_named():
+    def normalised(s, f):
+        return ts.mutual_information(s, f) / (ts.mutual_information(s, s) + ts.mutual_information(f, f))
+
+    with pytest.raises(ts.ExerciseError, match="plain MI in bits"):
+        ts.check_mutual_information(normalised)
+
+
+def _qg_with(**slip):
+    from rediffuse.tutorial_solutions import nb04
+    return lambda a, b, f: nb04._qg_variant(a, b, f, **slip)
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (_qg_with(pad="reflect"), "mode='reflect'"),
+    (_qg_with(angle="arctan2"), "arctan2"),
+    (_qg_with(angle="pi/2"), "Qabf form"),
+    (_qg_with(ratio="F/S"), "smaller strength over the larger"),
+    (_qg_with(pooling="per-pixel mean"), "per-pixel normalised score"),
+    (_qg_with(pooling="plain mean"), "without weights"),
+    (lambda a, b, f: np.zeros_like(a), "one number"),
+])
+def test_a_wrong_qg_fails_with_the_slip_named(wrong, message):
+    with pytest.raises(ts.ExerciseError, match=message):
+        ts.check_qg_by_hand(wrong)
+
+
+def test_qg_without_zero_guards_and_qabf_are_named():
+    from rediffuse.metrics import qabf
+
+    def unguarded(a, b, f):  # the reference without the 1e-5 guards: 0/0 where nothing changes
+        from scipy import ndimage
+        k = np.array([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]])
+        with np.errstate(all="ignore"):
+            grads = [(ndimage.correlate(x, k, mode="constant"), ndimage.correlate(x, k.T, mode="constant"))
+                     for x in (a, b, f)]
+            (ga, aa), (gb, ab), (gf, af) = [(np.hypot(gx, gy), np.arctan(gy / gx)) for gx, gy in grads]
+
+            def q(gs, al):
+                G = np.where(gs > gf, gf / gs, gs / gf)
+                A = 1 - 2 * np.abs(al - af) / np.pi
+                return 0.9994 / (1 + np.exp(-15 * (G - 0.5))) * 0.9879 / (1 + np.exp(-22 * (A - 0.8)))
+
+            return float((q(ga, aa) * ga + q(gb, ab) * gb).sum() / (ga + gb).sum())
+
+    with pytest.raises(ts.ExerciseError, match="1e-5"):
+        ts.check_qg_by_hand(unguarded)
+    with pytest.raises(ts.ExerciseError, match="that is Qabf"):
+        ts.check_qg_by_hand(lambda a, b, f: qabf(*(x.astype(np.uint8) for x in (a, b, f))))
+
+
+def test_unwritten_notebook04_exercises_fall_back_to_the_reference():
+    @ts.exercise("qg_by_hand")
+    def qg_by_hand(a, b, f):
+        raise NotImplementedError
+
+    assert ts.check_qg_by_hand(qg_by_hand).startswith("correct")
