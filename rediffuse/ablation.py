@@ -16,6 +16,8 @@ size, data or output) is an error, never reused or resumed.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from pathlib import Path
 from typing import Mapping
 
@@ -25,7 +27,8 @@ from .layers import CONV_KINDS
 from .train import TrainConfig, config_differences, load_checkpoint, read_run_config, train
 from .unet import ReDiffuseUNet, count_parameters
 
-__all__ = ["TABLE3", "TABLE2", "variant_config", "train_variants", "parameter_table", "PAPER_SIZE", "central_crops"]
+__all__ = ["TABLE3", "TABLE2", "variant_config", "train_variants", "parameter_table", "PAPER_SIZE", "central_crops",
+           "runs_key"]
 
 # variant key -> (label, TrainConfig overrides; "model" entries are merged into the model dict)
 TABLE3: dict[str, tuple[str, dict]] = {
@@ -54,18 +57,23 @@ def _finished_step(run: Path) -> int:
 
 
 def train_variants(base: TrainConfig, variants: Mapping[str, tuple[str, dict]], root: str | Path, *,
-                   prefix: str = "ablate-", device: str = "cpu", progress: bool = True) -> dict[str, Path]:
+                   prefix: str = "ablate-", device: str = "cpu", progress: bool = True,
+                   replace_other: bool = False) -> dict[str, Path]:
     """Train every variant for ``base.steps`` steps in ``root/<prefix><key>``; a run that already
     reached that step is kept, an unfinished one is resumed, and a folder without a checkpoint is
-    started afresh. A run with other settings than the variant's raises ``ValueError`` naming them.
+    started afresh. A run with other settings than the variant's raises ``ValueError`` naming them —
+    or, with ``replace_other`` (for folders of disposable runs, such as a notebook's small
+    configuration after its settings changed), is trained again from scratch in its place.
     Returns key -> checkpoint path."""
     out = {}
     for key, (_, over) in variants.items():
         run = Path(root) / f"{prefix}{key}"
         cfg = variant_config(base, over)
         done = _finished_step(run)
-        if done >= base.steps:
-            diffs = config_differences(read_run_config(run)[0], cfg)
+        diffs = config_differences(read_run_config(run)[0], cfg) if done else {}
+        if diffs and replace_other:
+            train(cfg, run, overwrite=True, device=device, progress=progress)
+        elif done >= base.steps:
             if diffs:
                 names = ", ".join(diffs)
                 raise ValueError(f"{run} holds a finished run with other settings ({names}); "
@@ -74,6 +82,16 @@ def train_variants(base: TrainConfig, variants: Mapping[str, tuple[str, dict]], 
             train(cfg, run, resume=done > 0, overwrite=done == 0, device=device, progress=progress)
         out[key] = run / "last.pt"
     return out
+
+
+def runs_key(checkpoints: Mapping[str, str | Path]) -> str:
+    """A short digest of what the runs behind ``checkpoints`` are (every setting and the step), for
+    naming cached scores: it changes whenever one of the runs is trained further or replaced."""
+    what = {}
+    for key, ck in sorted(checkpoints.items()):
+        cfg, step = read_run_config(Path(ck).parent)
+        what[key] = [json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=list), step]
+    return hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def parameter_table(base: int = 16, mults=(1, 2, 4), groups: int = 4, channels: int = 1, **unet_kw) -> list[dict]:

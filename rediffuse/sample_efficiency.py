@@ -39,12 +39,11 @@ import torch
 from skimage.transform import resize
 
 from .ablation import train_variants
-from .checkpoint import load_checkpoint
 from .data import SKIMAGE_PHOTOS, FusionFolder, focus_mask, make_pair, skimage_photo
 from .fuse import FusionModel
 from .groups import rotate_image, rotate_image_angle
 from .imageio import write_image
-from .train import TrainConfig, preset_config
+from .train import TrainConfig, preset_config, read_run_config
 from .unet import count_parameters
 
 __all__ = ["MODELS", "Views", "study_config", "nested_subsets", "train_study", "load_views", "turn",
@@ -102,9 +101,10 @@ def nested_subsets(stems: Sequence[str], sizes: Iterable[int], seed: int = 0) ->
 
 
 def train_study(folder: str | Path, subsets: dict[int, list[str]], base: TrainConfig, root: str | Path, *,
-                device: str = "cpu", progress: bool = False) -> dict[int, dict[str, Path]]:
+                device: str = "cpu", progress: bool = False, replace_other: bool = False) -> dict[int, dict[str, Path]]:
     """Train both models on each subset of ``folder`` (``base`` with that folder as its only data and
-    every other stem excluded); returns ``{n: {model key: checkpoint}}``."""
+    every other stem excluded); returns ``{n: {model key: checkpoint}}``. ``replace_other``: see
+    :func:`rediffuse.ablation.train_variants`."""
     folder = Path(folder).resolve()
     every = FusionFolder(folder).stems
     out = {}
@@ -112,7 +112,8 @@ def train_study(folder: str | Path, subsets: dict[int, list[str]], base: TrainCo
         wanted = set(keep)
         cfg = dataclasses.replace(base, data=[str(folder)], exclude=[s for s in every if s not in wanted],
                                   synthetic=0, layered=0)
-        out[n] = train_variants(cfg, MODELS, root, prefix=f"n{n}-", device=device, progress=progress)
+        out[n] = train_variants(cfg, MODELS, root, prefix=f"n{n}-", device=device, progress=progress,
+                                replace_other=replace_other)
     return out
 
 
@@ -217,7 +218,7 @@ def _cached(path: Path, key: dict, compute: Callable[[], dict]) -> dict:
 def run_study(train_folder: str | Path, train_stems: Sequence[str], test_folder: str | Path,
               test_stems: Sequence[str], sizes: Sequence[int], base: TrainConfig, root: str | Path, *,
               views: Views = Views(), curve_step: float = 15.0, device: str = "cpu", progress: bool = False,
-              log: Callable[[str], None] | None = None) -> dict[str, Any]:
+              replace_other: bool = False, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train (or reuse) both models at every size, score them at ``ANGLES_TABLE`` and, for the largest
     size, at every ``curve_step`` degrees from 0 to 360. Returns ``{"sizes", "labels", "table":
     {n: {model: score_model output}}, "curve": {model: score_model output}, "checkpoints": {n: {model:
@@ -234,12 +235,16 @@ def run_study(train_folder: str | Path, train_stems: Sequence[str], test_folder:
     curve: dict[str, Any] = {}
     paths: dict[int, dict[str, str]] = {}
     for n in subsets:  # one size at a time, so that an interrupted study has whole sizes done
-        checkpoints = train_study(train_folder, {n: subsets[n]}, base, root, device=device, progress=progress)[n]
+        checkpoints = train_study(train_folder, {n: subsets[n]}, base, root, device=device, progress=progress,
+                                  replace_other=replace_other)[n]
         table[n] = {}
         paths[n] = {key: str(ck) for key, ck in checkpoints.items()}
         for key, ck in checkpoints.items():
             angles = curve_angles if n == largest else list(ANGLES_TABLE)
-            score_key = {"step": int(load_checkpoint(ck)["step"]), "angles": angles, "views": dataclasses.asdict(views),
+            # the run (every setting and its step) and the test: scores are reused only when both match
+            cfg, step = read_run_config(Path(ck).parent)
+            score_key = {"run": json.loads(json.dumps(dataclasses.asdict(cfg), default=list)), "step": step,
+                         "angles": angles, "views": dataclasses.asdict(views),
                          "test": [str(Path(test_folder).resolve()), list(test_stems)], "seed": base.seed}
             scores = _cached(root / f"scores-n{n}-{key}.json", score_key,
                              lambda: score_model(ck, pairs, angles, views, device))

@@ -81,3 +81,22 @@ def test_central_crops_write_the_middle_of_each_pair_once(tmp_path):
     stamp = (out / "A" / f"{ds.stems[0]}.png").stat().st_mtime_ns
     central_crops(src, out, 24)  # adds the third pair, keeps the others
     assert len(FusionFolder(out)) == 3 and (out / "A" / f"{ds.stems[0]}.png").stat().st_mtime_ns == stamp
+
+
+def test_replace_other_retrains_a_disposable_run_and_changes_its_key(tmp_path):
+    import dataclasses
+
+    from rediffuse.ablation import runs_key
+    from rediffuse.train import read_run_config
+
+    variants = {"plain": TABLE3["plain"]}
+    paths = train_variants(_tiny(2), variants, tmp_path, progress=False)
+    key = runs_key(paths)
+    assert runs_key(train_variants(_tiny(2), variants, tmp_path, progress=False)) == key  # kept: same key
+    bigger = dataclasses.replace(_tiny(2), model=dict(_tiny().model, base=16))
+    paths = train_variants(bigger, variants, tmp_path, progress=False, replace_other=True)
+    cfg, step = read_run_config(paths["plain"].parent)
+    assert cfg.model["base"] == 16 and step == 2 and runs_key(paths) != key
+    before = runs_key(paths)
+    longer = train_variants(dataclasses.replace(bigger, steps=3), variants, tmp_path, progress=False)
+    assert runs_key(longer) != before  # trained further: scores of the shorter run are not reused

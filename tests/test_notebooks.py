@@ -129,7 +129,18 @@ def check_06_ablations(r):
         assert all(0.3 < v["QMI"] < 2 and 0.2 < v["QG"] < 0.98 for v in table.values()), table
     if "outputs_nyu" in r:
         assert all(v["PSNR"] > 25 for m, v in r["outputs_nyu"].items() if "weight map" in m), r["outputs_nyu"]
-    assert r["runtime_s"] < 600
+    assert r["exercise_conv_parameters"] == {"rote": 16 * 16 * 4 * 9 + 16, "plain": 64 * 64 * 9 + 64}
+    why = r["why"]
+    assert why["config"]["augment"] is False and len(why["sizes"]) >= 2
+    for n, models in why["table"].items():  # angles 0, 90, 45: quarter turns exact for Rot-E only
+        rote, plain = models["bconv"], models["plain"]
+        assert rote["consistency"][1] < 1e-3 and plain["consistency"][1] > 1e-3, (n, models)
+        assert abs(rote["psnr"][1] - rote["psnr"][0]) < 1e-3 and rote["parameters"] < plain["parameters"]
+        assert all(15 < p < 80 for p in rote["psnr"] + plain["psnr"]), (n, models)
+    for curve in why["curve"].values():
+        assert curve["angles"][0] == 0 and curve["angles"][-1] == 360
+    assert r["explorer_90deg"]["bconv"] < 1e-3 < r["explorer_90deg"]["plain"]
+    assert r["cpu_s"] < 120  # the small configuration's CPU time (wall time depends on what else the machine runs)
 
 
 CHECKS = {"01_bconv": check_01_bconv, "02_equivariance_theorems": check_02_equivariance_theorems,

@@ -110,12 +110,15 @@ def plot_sample_efficiency(study: dict[str, Any], title: str = ""):
     """PSNR of the fused luminance on the held-out pairs against the number of training pairs (log
     axis), one colour per model; solid: upright test pairs, dashed: turned 90°, dotted: turned 45°."""
     sizes = study["sizes"]
-    styles = {0.0: "-", 90.0: "--", 45.0: ":"}
+    # line style and marker per angle; the 90° markers are hollow so that a line lying exactly on the
+    # upright one (Rot-E) still shows
+    styles = {0.0: ("-", "o", None), 90.0: ("--", "s", "none"), 45.0: (":", "^", None)}
     fig, ax = plt.subplots(figsize=(6.2, 3.8))
     for key, label in study["labels"].items():
         for j, a in enumerate(ANGLES_TABLE):
             vals = [study["table"][n][key]["psnr"][j] for n in sizes]
-            ax.plot(sizes, vals, styles.get(a, "-."), marker="o", ms=4, color=_MODEL_COLOURS.get(key),
+            ls, marker, face = styles.get(a, ("-.", "x", None))
+            ax.plot(sizes, vals, ls, marker=marker, ms=6 if face else 4, mfc=face, color=_MODEL_COLOURS.get(key),
                     label=f"{label}, {_angle_name(a)}")
     ax.set_xscale("log")
     ax.set_xticks(sizes, [str(n) for n in sizes])
@@ -148,6 +151,7 @@ def plot_angle_curve(study: dict[str, Any], floor: float = 1e-7, title: str = ""
     ax2.set(yscale="log", ylabel="mean |Φ(turned) − turned Φ| (grey levels)",
             title="consistency with the upright result")
     ax2.axhline(floor, color="0.6", lw=0.6)
+    ax2.annotate("exactly 0", (2, floor), xytext=(0, 3), textcoords="offset points", fontsize=7, color="0.4")
     ax.legend(fontsize=8)
     n = max(study["sizes"])
     fig.suptitle(title or f"models trained on {n} upright pairs", fontsize=10)
@@ -167,7 +171,8 @@ def draw_turned(models: dict[str, Any], pair: dict[str, torch.Tensor], degrees: 
         rows[key] = (r["fused"][0, 0], 127.5 * (r["fused"] - expected).abs()[0, 0], r)
     src = _turn_compare(pair["A"], degrees, views)[0, 0]
     vmax = max(float(e.max()) for _, e, _ in rows.values()) or 1.0
-    fig, axes = plt.subplots(1, 2 + 2 * len(models), figsize=(2.1 * (2 + 2 * len(models)), 2.6))
+    fig, axes = plt.subplots(1, 2 + 2 * len(models), figsize=(2.1 * (2 + 2 * len(models)) + 0.8, 2.7),
+                             layout="constrained")
     axes[0].imshow(src.numpy(), cmap="gray", vmin=-1, vmax=1)
     axes[0].set_title(f"source A, {degrees:g}°", fontsize=8)
     gt = next(iter(rows.values()))[2]["gt"][0, 0]
@@ -185,7 +190,7 @@ def draw_turned(models: dict[str, Any], pair: dict[str, torch.Tensor], degrees: 
     for a in axes:
         a.set_xticks([]), a.set_yticks([])
     if im is not None:
-        fig.colorbar(im, ax=list(axes[3::2]), shrink=0.8, label="grey levels")
+        fig.colorbar(im, ax=list(axes), shrink=0.8, label="|difference| (grey levels)")
     return fig, errors
 
 
