@@ -19,7 +19,7 @@ from scipy import ndimage
 
 from .data import luminance
 
-__all__ = ["average", "laplacian_pyramid", "focus_select", "gff", "guided_filter", "BASELINES", "get_baseline"]
+__all__ = ["average", "laplacian_pyramid", "focus_select", "gff", "guided_filter", "guided_coefficients", "BASELINES", "get_baseline"]
 
 FusionFn = Callable[..., np.ndarray]
 
@@ -179,20 +179,32 @@ def _box_mean(x: np.ndarray, r: int) -> np.ndarray:
     return out
 
 
+def guided_coefficients(guide: np.ndarray, src: np.ndarray, r: int, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """The window-averaged linear coefficients ``(ā, b̄)`` ``[H, W]`` float64 of He et al.'s guided
+    filter with a grey guide ``[H, W]``: the filtered ``src`` is ``ā · guide + b̄``. Apart from
+    :func:`guided_filter` so that the coefficients can be computed on a small grid and applied to a
+    finer guide (He & Sun's fast guided filter; ``rediffuse.fuse`` upsamples weight maps this way)."""
+    p = np.asarray(src, dtype=np.float64)
+    g = np.asarray(guide, dtype=np.float64)
+    mp = _box_mean(p, r)
+    mi = _box_mean(g, r)
+    var = _box_mean(g * g, r) - mi * mi
+    cov = _box_mean(g * p, r) - mi * mp
+    a = cov / (var + eps)
+    b = mp - a * mi
+    return _box_mean(a, r), _box_mean(b, r)
+
+
 def guided_filter(guide: np.ndarray, src: np.ndarray, r: int, eps: float) -> np.ndarray:
     """He et al.'s guided filter of ``src`` ``[H, W]`` with a grey ``[H, W]`` or colour ``[H, W, 3]``
     guide (intensities in [0, 1]); window (2r+1)^2, regularisation ``eps``. Returns ``[H, W]`` float64.
     """
     p = np.asarray(src, dtype=np.float64)
     g = np.asarray(guide, dtype=np.float64)
-    mp = _box_mean(p, r)
     if g.ndim == 2:
-        mi = _box_mean(g, r)
-        var = _box_mean(g * g, r) - mi * mi
-        cov = _box_mean(g * p, r) - mi * mp
-        a = cov / (var + eps)
-        b = mp - a * mi
-        return _box_mean(a, r) * g + _box_mean(b, r)
+        a, b = guided_coefficients(g, p, r, eps)
+        return a * g + b
+    mp = _box_mean(p, r)
     # Colour guide: a is a 3-vector per pixel, a = (Sigma + eps U)^-1 cov(I, p).
     mi = _box_mean(g, r)  # [H, W, 3]
     cov = _box_mean(g * p[..., None], r) - mi * mp[..., None]

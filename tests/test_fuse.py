@@ -212,10 +212,16 @@ def test_tiled_matches_untiled_1024(tiny_model):
 def test_progress_callback_counts_every_tile_evaluation(tiny_model):
     a, b, _ = pair(100, 90, colour=False)
     calls = []
-    fuse([a, b, a], tiny_model, steps=2, tile=64, overlap=16, callback=lambda: calls.append(1))
+    fuse([a, b, a], tiny_model, steps=2, tile=64, overlap=16, callback=lambda: calls.append(1), speed="quality")
     # three images, fused order-independently: one sampling run per image, 2 steps, every tile
     assert len(calls) == 3 * 2 * len(plan_tiles(100, 90, 64, 16))
     assert tiny_model.count_evaluations(100, 90, 2, 64, 16) == 2 * len(plan_tiles(100, 90, 64, 16))
+    # balanced: the first step at 71×64 (the shorter side kept at 64 px: 2 tiles), the last at full size
+    calls.clear()
+    fuse([a, b, a], tiny_model, steps=2, tile=64, overlap=16, callback=lambda: calls.append(1), speed="balanced")
+    st = tiny_model.settings(steps=2, tile=64, overlap=16, speed="balanced")
+    assert tiny_model.step_sizes(100, 90, st) == [(71, 64), (100, 90)]
+    assert len(calls) == 3 * tiny_model.evaluations(100, 90, st) == 3 * (2 + len(plan_tiles(100, 90, 64, 16)))
 
 
 def test_small_images_are_padded_degenerate_ones_refused(tmp_path):
