@@ -82,12 +82,15 @@ __all__ = [
 
 #: Shipped weights live inside the package, so they are found from an installed wheel as well.
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-DEFAULT_CHECKPOINT = WEIGHTS_DIR / "rediffuse-weights-bconv.pt"
+DEFAULT_CHECKPOINT = WEIGHTS_DIR / "rediffuse-layered-bconv.pt"
 
-#: Shipped checkpoints by name (``--checkpoint paper``): the default weight-map model, its plain twin,
-#: and the paper's ε-prediction model trained with the same budget.
+#: Shipped checkpoints by name (``--checkpoint paper``; model card: ``rediffuse/weights/README.md``):
+#: the default weight-map model (5 levels with bottleneck attention, trained on layered-defocus pairs
+#: from real photos), and three small models trained alike on the first training set: the Rot-E
+#: weight-map model, its plain twin and the paper's ε-prediction model.
 SHIPPED_MODELS = {
     "weights": DEFAULT_CHECKPOINT,
+    "weights-small": WEIGHTS_DIR / "rediffuse-weights-bconv.pt",
     "weights-plain": WEIGHTS_DIR / "rediffuse-weights-plain.pt",
     "paper": WEIGHTS_DIR / "rediffuse-eps-bconv.pt",
 }
@@ -302,7 +305,7 @@ class FusionModel:
     """A loaded checkpoint with its diffusion settings; ``fuse_y`` fuses two luminance tensors.
 
     ``checkpoint``: a file written by ``rediffuse train``, or a name in ``SHIPPED_MODELS`` (``"weights"``,
-    ``"weights-plain"``, ``"paper"``); ``None``: ``DEFAULT_CHECKPOINT``.
+    ``"weights-small"``, ``"weights-plain"``, ``"paper"``); ``None``: ``DEFAULT_CHECKPOINT``.
     ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``; asking for CUDA where there is none
     raises a ``RuntimeError``. A missing, unreadable or incompatible checkpoint (one that is not a
     luminance model with 3 inputs and 1 output, has non-finite weights or an unknown parameterisation)
@@ -608,7 +611,8 @@ class FusionModel:
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike | None = None, device: str = "cpu",
                         ema: bool = True) -> "FusionModel":
-        """A shipped model by name (``SHIPPED_MODELS``: ``"weights"``, ``"weights-plain"``, ``"paper"``),
+        """A shipped model by name (``SHIPPED_MODELS``: ``"weights"``, ``"weights-small"``, ``"weights-plain"``,
+        ``"paper"``),
         or a checkpoint file; ``None``: the default model."""
         return cls(name_or_path, device=device, ema=ema)
 

@@ -29,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("dataset", help="folder with A/, B/ (and GT/) of matching file names")
     p.add_argument("-m", "--method", nargs="+", required=True,
                    help="baseline names (average, laplacian, focus-select, gff), shipped models (weights, "
-                        "weights-plain, paper) and/or checkpoint files (*.pt)")
+                        "weights-small, weights-plain, paper) and/or checkpoint files (*.pt)")
     p.add_argument("-o", "--output", default="outputs/evaluate", help="output folder (default: %(default)s)")
     p.add_argument("--sampler", default=None, help="sampler for checkpoints (default: the model's own)")
     p.add_argument("--steps", type=pos_int, default=None, metavar="K",

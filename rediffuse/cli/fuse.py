@@ -31,7 +31,7 @@ COLOUR_CHOICES = ("auto", "weights", "paper")
 # rediffuse.fuse.SPEEDS and DEFAULT_SPEED (a test compares them)
 SPEED_CHOICES = ("quality", "balanced", "fast")
 DEFAULT_SPEED_NAME = "balanced"
-DEFAULT_CHECKPOINT_NAME = "rediffuse-weights-bconv.pt"
+DEFAULT_CHECKPOINT_NAME = "rediffuse-layered-bconv.pt"
 
 DESCRIPTION = """\
 Fuse two or more photos of one scene focused at different depths into one image that is sharp
@@ -123,7 +123,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--checkpoint", metavar="P", default=None,
                    help=f"trained model checkpoint (default: the shipped {DEFAULT_CHECKPOINT_NAME}; "
                         "e.g. a run's last.pt from `rediffuse train`), or a shipped model by name: weights "
-                        "(the default), weights-plain, paper (the paper's noise-prediction model)")
+                        "(the default), weights-small (the first, smaller Rot-E model), weights-plain (its plain twin), "
+                        "paper (the paper's noise-prediction model, trained like weights-small)")
     p.add_argument("--steps", type=pos_int, metavar="K", default=None,
                    help="sampling steps (default: the checkpoint's: 3 for image/weight-map models, "
                         "all T for noise-prediction models); example: --steps 5")
