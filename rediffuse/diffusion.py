@@ -607,9 +607,9 @@ def get_sampler(name: str) -> Callable[..., Tensor]:
 
 
 class Trajectory:
-    """An ``on_step`` hook that records a sampling run: per visited step the timestep and the fraction
-    of x̂0 values the clamp would move (outside [−1, 1]); and, at the steps chosen by ``keep``, CPU
-    copies of x_t and x̂0 (as used) for figures.
+    """An ``on_step`` hook that records a sampling run: per visited step the timestep, the fraction
+    of x̂0 values the clamp would move (outside [−1, 1]) and the largest |x̂0| before the clamp; and,
+    at the steps chosen by ``keep``, CPU copies of x_t and x̂0 (as used) for figures.
 
     ``keep``: ``None`` keeps every step's tensors; an int k keeps k steps evenly spread over the run
     (the first and the last included), which needs the run's length ``steps`` up front.
@@ -621,6 +621,7 @@ class Trajectory:
         self._keep = None if keep is None else {round(i * (steps - 1) / max(keep - 1, 1)) for i in range(keep)}
         self.timesteps: list[int] = []
         self.out_of_range: list[float] = []
+        self.x0_abs_max: list[float] = []  # largest |x̂0| before the clamp
         self.kept: list[int] = []  # timesteps whose tensors are stored
         self.x_t: list[Tensor] = []
         self.x0_hat: list[Tensor] = []
@@ -630,6 +631,7 @@ class Trajectory:
         i = len(self.timesteps)
         self.timesteps.append(step.t)
         self.out_of_range.append(float((step.x0_unclipped.abs() > 1).float().mean()))
+        self.x0_abs_max.append(float(step.x0_unclipped.abs().max()))
         if self._keep is None or i in self._keep:
             self.kept.append(step.t)
             self.x_t.append(step.x_t.detach().float().cpu())

@@ -120,8 +120,8 @@ class ClampRun:
 
     ``fused``: ``[1, H, W]`` as sampled (values outside [−1, 1] kept); ``out_of_range[i]``: fraction of
     the x̂0 values outside [−1, 1] at visited step ``timesteps[i]`` (before the clamp, when there is
-    one); ``psnr``/``ssim`` against the ground truth on 8 bits (the output clipped to 0–255, as saving
-    it would).
+    one) and ``x0_abs_max[i]`` the largest |x̂0| there; ``psnr``/``ssim`` against the ground truth on
+    8 bits (the output clipped to 0–255, as saving it would).
     """
 
     image: str
@@ -131,6 +131,7 @@ class ClampRun:
     fused: torch.Tensor = field(repr=False)
     timesteps: list[int] = field(repr=False)
     out_of_range: list[float] = field(repr=False)
+    x0_abs_max: list[float] = field(repr=False)
     psnr: float
     ssim: float
     seconds: float
@@ -139,6 +140,7 @@ class ClampRun:
         """The scalar results, for tables and JSON."""
         return {"image": self.image, "sampler": self.sampler, "steps": self.steps, "clip": self.clip,
                 "PSNR": self.psnr, "SSIM": self.ssim, "x0_out_of_range": float(np.mean(self.out_of_range)),
+                "first_x0_abs_max": self.x0_abs_max[0],
                 "output_min": float(self.fused.min()), "output_max": float(self.fused.max()),
                 "seconds": self.seconds}
 
@@ -180,14 +182,15 @@ def clamp_effect(fm, folder: str | Path, steps: Sequence[int], *, stems: Sequenc
                 y = out[0].float().cpu()
                 img = tensor_to_image(y)
                 runs.append(ClampRun(stem, st.sampler, st.steps, st.clip, y, traj.timesteps, traj.out_of_range,
-                                     psnr(img, gt), ssim(img, gt), seconds))
+                                     traj.x0_abs_max, psnr(img, gt), ssim(img, gt), seconds))
     return runs
 
 
 def clamp_table(runs: Sequence[ClampRun]) -> list[dict]:
     """Means over the images per (steps, clip): PSNR, SSIM, the mean fraction of x̂0 values outside
-    [−1, 1] along the run, the output's range, and the largest pixel difference between the clamped and
-    the unclamped output of the same image and step count (8-bit grey levels, outputs clipped to 0–255)."""
+    [−1, 1] along the run, the largest |x̂0| at the first step, the output's range, and the largest
+    pixel difference between the clamped and the unclamped output of the same image and step count
+    (8-bit grey levels, outputs clipped to 0–255)."""
     table = []
     for k, clip in dict.fromkeys((r.steps, r.clip) for r in runs):
         sel = [r for r in runs if (r.steps, r.clip) == (k, clip)]
@@ -197,6 +200,7 @@ def clamp_table(runs: Sequence[ClampRun]) -> list[dict]:
         table.append({"sampler": sel[0].sampler, "steps": k, "clip": clip,
                       "PSNR": float(np.mean([r.psnr for r in sel])), "SSIM": float(np.mean([r.ssim for r in sel])),
                       "x0_out_of_range": float(np.mean([np.mean(r.out_of_range) for r in sel])),
+                      "first_x0_abs_max": max(r.x0_abs_max[0] for r in sel),
                       "output_min": min(float(r.fused.min()) for r in sel),
                       "output_max": max(float(r.fused.max()) for r in sel),
                       "max_diff_grey": diff, "pairs": len(sel)})
