@@ -14,7 +14,8 @@ pairs we then measure
 
 A test view (:class:`Views`; squares centred on the image centre): a ``source`` window turned by θ
 (an exact ``rot90`` at multiples of 90°, bicubic otherwise), its central ``window`` fused (with the
-sampler's starting noise turned the same way, so that any difference comes from the network), and
+sampler's starting noise turned the same way, so that any difference comes from the network; between
+quarter turns the interpolated noise is a little smoother, for both models alike), and
 the scores taken on the central ``compare`` square, far enough inside that turning never brings in
 pixels from outside the source window, and the network's zero padding at the window's edge barely
 reaches it.
