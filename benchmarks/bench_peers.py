@@ -1,29 +1,41 @@
-"""rediffuse next to the tools focus stackers use, timed on the same images in one run; and the peak
-memory of a long focus stack fused by `rediffuse fuse`.
+"""rediffuse next to the tools focus stackers use, timed on the same images in one run; the peak
+memory of a long focus stack; and how close a registered stack fuses to the aligned one.
 
-    python benchmarks/bench_peers.py [--part time|stack|all] [--large] [--size WxH] [--stack-frames N]
-                                     [--stack-size WxH] [--steps K] [--threads 1] [--json OUT.json]
+    python benchmarks/bench_peers.py [--part time|stack|align|all] [--large] [--size WxH]
+                                     [--checkpoints weights P ...] [--speeds quality balanced fast]
+                                     [--stack-frames N] [--stack-size WxH] [--stack-speed S]
+                                     [--repeats R] [--steps K] [--threads 1] [--json OUT.json]
 
 1. ``time``: the Lytro pair lytro-01 (520×520, from ../shared) and a synthetic colour pair of
    ``--size`` (default 1500×1000; ``--large``: 6000×4000, 24 MP), fused in this process by
-   rediffuse (the shipped model: a pair with one network run, as by default, and with
-   ``symmetric=True``, two runs), GFF (``rediffuse.baselines.gff``) and enfuse (``rediffuse.peers``,
-   when installed; its time includes writing and reading its files, as a user pays it). Prints the
-   seconds and each tool's time relative to rediffuse.
+   rediffuse (every ``--checkpoints`` model in every ``--speeds`` mode; model loaded once, a pair
+   with one network run, as by default), GFF (``rediffuse.baselines.gff``) and enfuse
+   (``rediffuse.peers``, when installed; its time includes writing and reading its files, as a user
+   pays it). Prints wall and CPU seconds (the best of ``--repeats``; CPU = this process's time
+   plus that of the enfuse child: on a busy shared machine the wall time says more about the
+   other jobs than about the method) and each one's CPU time as a multiple of enfuse's and GFF's.
+   rediffuse's ``quality`` mode is left out at 24 MP unless ``--speeds`` names it (minutes).
 2. ``stack``: a synthetic colour focus stack of ``--stack-frames`` frames of ``--stack-size``
    (default 5 of 1000×750; ``--large``: 20 of 6000×4000), each focused on another depth layer and
    magnified by 0.1 % more than the one before (focus breathing), written as JPEG and fused by
    ``rediffuse fuse`` in a child process with its defaults (alignment check, order-independent
-   fusion, frames streamed) and a depth map. Prints the wall time and the child's peak resident
-   memory (``ru_maxrss`` from ``os.wait4``), against the 4 GB budget for 20 frames of 24 MP.
+   fusion, frames streamed, ``--stack-speed``: default the command's) and a depth map. Prints the
+   wall and CPU time and the child's peak resident memory (``ru_maxrss`` from ``os.wait4``),
+   against the 4 GB budget for 20 frames of 24 MP.
+3. ``align``: three-frame synthetic stacks (``tests/stacks.py``: frames sharp in their own depth
+   layer, moved by up to ±20 px, ±1° and ±2 %, rendered 4× finer and area-sampled so that moved
+   and unmoved frames are sampled alike) fused as registered by ``rediffuse`` (``align="auto"``),
+   fused with the true transforms, and fused unmoved; prints the PSNR against the all-in-focus
+   truth away from the borders (24 px) and the gaps.
 
-The model is ``rediffuse.fuse.DEFAULT_CHECKPOINT`` unless ``--checkpoint`` names another; threads
-default to 1 (the fastest for small models on the project's 2-core machines).
+Checkpoints: shipped names (``weights``, the default) or files, e.g. ``checkpoints/runs/layered-bconv/last.pt``.
+Threads default to 1 (the fastest for small models on the project's 2-core machines).
 """
 from __future__ import annotations
 
 import _common  # first: thread pools and sys.path
 
+import resource
 import sys
 import tempfile
 import time
@@ -32,7 +44,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from bench_fuse import make_pair
+from bench_fuse import SPEED_NAMES, label, make_pair
 
 BUDGET_GB = 4.0
 
@@ -42,20 +54,32 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def _timed(fn, *args, **kwargs):
-    t0 = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - t0
+def _cpu() -> float:
+    """CPU seconds of this process and its finished children (enfuse runs as a child)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def part_time(ckpt: str | None, size: tuple[int, int], steps: int | None) -> dict:
+def _timed(fn, imgs, repeats: int) -> tuple[float, float]:
+    """The best ``(wall, CPU)`` seconds of ``repeats`` runs of ``fn(imgs)``."""
+    walls, cpus = [], []
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), _cpu()
+        fn(imgs)
+        walls.append(time.perf_counter() - t0)
+        cpus.append(_cpu() - c0)
+    return min(walls), min(cpus)
+
+
+def part_time(checkpoints: list[str], speeds: list[str] | None, size: tuple[int, int], steps: int | None,
+              repeats: int) -> dict:
     from rediffuse.baselines import gff
     from rediffuse.fuse import FusionModel, fuse
     from rediffuse.imageio import read_image
     from rediffuse.paths import dataset_dir
     from rediffuse.peers import enfuse, peer_available
 
-    fm = FusionModel(ckpt)
+    models = [FusionModel(ck) for ck in checkpoints]
     pairs = {}
     lytro = dataset_dir("Lytro")
     if lytro is not None:
@@ -64,29 +88,35 @@ def part_time(ckpt: str | None, size: tuple[int, int], steps: int | None) -> dic
     a, b, _ = make_pair(h, w)
     pairs[f"synthetic {w}×{h}"] = [a, b]
     del a, b
-    methods = {
-        "rediffuse (pair, 1 run)": lambda imgs: fuse(imgs, fm, steps=steps),
-        "rediffuse --symmetric (2 runs)": lambda imgs: fuse(imgs, fm, steps=steps, symmetric=True),
-        "GFF": gff,
-    }
-    if peer_available("enfuse"):
-        methods["enfuse"] = enfuse
     rows = []
     for pname, imgs in pairs.items():
+        large = imgs[0].shape[0] * imgs[0].shape[1] > 12e6
+        methods = {}
+        for fm in models:
+            for sp in speeds or [s for s in SPEED_NAMES if not (large and s == "quality")]:
+                methods[f"rediffuse {label(fm)} {sp}"] = (lambda x, fm=fm, sp=sp: fuse(x, fm, speed=sp, steps=steps))
+        methods["GFF"] = gff
+        if peer_available("enfuse"):
+            methods["enfuse"] = enfuse
         for mname, fn in methods.items():
-            _, sec = _timed(fn, imgs)
-            rows.append(dict(images=pname, method=mname, seconds=sec))
-    print(f"\nWall time on the same images, checkpoint {fm.path.name}, this machine's CPU (ratio = time / "
-          "rediffuse's)\n")
-    print("| images | method | seconds | ratio to rediffuse |")
-    print("|---|---|---|---|")
+            if not large:
+                fn(imgs)  # warm-up: first-call allocations and caches are not what a method costs per pair
+            wall, cpu = _timed(fn, imgs, 1 if large else repeats)
+            rows.append(dict(images=pname, method=mname, wall_s=wall, cpu_s=cpu))
+            print(f"  {pname}: {mname} {cpu:.2f} s CPU, {wall:.2f} s wall", flush=True)
+    print(f"\nTime on the same images in one run, this machine's CPU, 1 thread (best of {repeats}); ×enfuse and ×GFF "
+          "= CPU time over theirs\n")
+    print("| images | method | CPU s | wall s | × enfuse | × GFF |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
-        ref = next(x["seconds"] for x in rows if x["images"] == r["images"] and x["method"].startswith("rediffuse ("))
-        r["ratio"] = r["seconds"] / ref
-        print(f"| {r['images']} | {r['method']} | {r['seconds']:.2f} | {r['ratio']:.3f} |")
-    if "enfuse" not in methods:
+        same = {x["method"]: x["cpu_s"] for x in rows if x["images"] == r["images"]}
+        r["x_enfuse"] = r["cpu_s"] / same["enfuse"] if "enfuse" in same else float("nan")
+        r["x_gff"] = r["cpu_s"] / same["GFF"]
+        print(f"| {r['images']} | {r['method']} | {r['cpu_s']:.2f} | {r['wall_s']:.2f} | {r['x_enfuse']:.2f} "
+              f"| {r['x_gff']:.2f} |")
+    if not peer_available("enfuse"):
         print("\n(enfuse is not installed: apt-get install enfuse)")
-    return dict(checkpoint=str(fm.path), rows=rows)
+    return dict(checkpoints=[str(fm.path) for fm in models], repeats=repeats, rows=rows)
 
 
 def write_stack(folder: Path, frames: int, size: tuple[int, int], seed: int = 0) -> list[Path]:
@@ -116,39 +146,89 @@ def write_stack(folder: Path, frames: int, size: tuple[int, int], seed: int = 0)
     return paths
 
 
-def part_stack(ckpt: str | None, frames: int, size: tuple[int, int], steps: int | None, threads: int) -> dict:
-    from rediffuse.fuse import DEFAULT_CHECKPOINT
+def part_stack(ckpt: str, frames: int, size: tuple[int, int], steps: int | None, threads: int,
+               speed: str | None) -> dict:
+    from rediffuse.fuse import resolve_checkpoint
 
     w, h = size
+    extra = ("--depth-map", "DEPTH") + (("--speed", speed) if speed else ())
     with tempfile.TemporaryDirectory(prefix="bench_peers_") as d:
         d = Path(d)
         t0 = time.perf_counter()
         paths = write_stack(d, frames, size)
         made = time.perf_counter() - t0
-        code, wall, rss_kb = _common.run_fuse_cli(paths, d / "fused.png", threads=threads, steps=steps,
-                                                  checkpoint=ckpt or DEFAULT_CHECKPOINT,
-                                                  extra=("--depth-map", str(d / "depth.png")))
+        extra = tuple(str(d / "depth.png") if e == "DEPTH" else e for e in extra)
+        code, wall, rss_kb, cpu = _common.run_fuse_cli(paths, d / "fused.png", threads=threads, steps=steps,
+                                                       checkpoint=resolve_checkpoint(ckpt), extra=extra)
         ok = code == 0 and (d / "fused.png").is_file() and (d / "depth.png").is_file()
     peak_gb = rss_kb / 1024 ** 2
     verdict = "within" if peak_gb <= BUDGET_GB else "OVER"
-    print(f"\n{frames}-frame {w}×{h} colour stack (JPEG, written in {made:.0f} s), `rediffuse fuse` with a depth map, "
-          f"CPU, {threads} thread(s): exit {code}, output {'ok' if ok else 'MISSING'}, wall {wall:.0f} s, "
-          f"peak RSS {peak_gb:.2f} GB ({verdict} the {BUDGET_GB:.0f} GB budget)")
-    return dict(frames=frames, size=[w, h], exit=code, ok=ok, wall_s=wall, peak_rss_gb=peak_gb, threads=threads,
-                steps=steps)
+    print(f"\n{frames}-frame {w}×{h} colour stack (JPEG, written in {made:.0f} s), `rediffuse fuse` "
+          f"(speed {speed or 'default'}) with a depth map, CPU, {threads} thread(s): exit {code}, output "
+          f"{'ok' if ok else 'MISSING'}, wall {wall:.0f} s, CPU {cpu:.0f} s, peak RSS {peak_gb:.2f} GB "
+          f"({verdict} the {BUDGET_GB:.0f} GB budget)")
+    return dict(frames=frames, size=[w, h], exit=code, ok=ok, wall_s=wall, cpu_s=cpu, peak_rss_gb=peak_gb,
+                threads=threads, steps=steps, speed=speed)
+
+
+def part_align(ckpt: str, shapes: list[tuple[int, int]], seeds: int) -> dict:
+    sys.path.insert(0, str(_common.REPO_ROOT / "tests"))
+    import rediffuse.stack as stack
+    from rediffuse.align import Registration, grid_rms
+    from rediffuse.fuse import FusionModel, fuse
+    from rediffuse.metrics import psnr
+    from stacks import misaligned_stack
+
+    fm = FusionModel(ckpt)
+    b = 24  # the borders that some frame does not cover are fused from fewer frames
+    crop = lambda x: x[b:-b, b:-b]  # noqa: E731
+    rows = []
+    for h, w in shapes:
+        for seed in range(seeds):
+            frames, aligned, gt, truth = misaligned_stack(3, (h, w), seed=seed, supersample=4)
+            row = dict(size=f"{w}×{h}", seed=seed, aligned=psnr(crop(fuse(aligned, fm)), crop(gt)))
+            found: list[Registration] = []
+            register = stack.register
+            try:
+                stack.register = lambda *a, **k: found.append(register(*a, **k)) or found[-1]
+                row["registered"] = psnr(crop(fuse(frames, fm, align="auto")), crop(gt))
+                true = iter(truth[1:])
+                stack.register = lambda ref, frame, motion, init=None: Registration(next(true), motion, 1.0)
+                row["true_transforms"] = psnr(crop(fuse(frames, fm, align="similarity")), crop(gt))
+            finally:
+                stack.register = register
+            row["registration_error_px"] = max(grid_rms(r.matrix, m, (h, w)) for r, m in zip(found[-2:], truth[1:]))
+            rows.append(row)
+    print(f"\nRegistered vs aligned 3-frame stacks (±20 px, ±1°, ±2 %), {label(fm)}, speed "
+          f"{fm.default_speed()}; PSNR (dB) against the all-in-focus truth, {b}-px borders left out\n")
+    print("| size | seed | aligned | registered | gap | true transforms | gap | registration error (px) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['size']} | {r['seed']} | {r['aligned']:.2f} | {r['registered']:.2f} | "
+              f"{r['aligned'] - r['registered']:.2f} | {r['true_transforms']:.2f} | "
+              f"{r['aligned'] - r['true_transforms']:.2f} | {r['registration_error_px']:.3f} |")
+    return dict(checkpoint=str(fm.path), rows=rows)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = _common.parser(__doc__)
-    p.add_argument("--part", choices=["time", "stack", "all"], default="all")
+    p.add_argument("--part", choices=["time", "stack", "align", "all"], default="all")
     p.add_argument("--large", action="store_true",
                    help="24 MP: a 6000×4000 pair and a stack of 20 frames of 6000×4000 (long on a CPU)")
     p.add_argument("--size", type=_size, default=None, metavar="WxH",
                    help="the synthetic pair (default 1500x1000; 6000x4000 with --large)")
+    p.add_argument("--checkpoints", nargs="+", default=["weights"], metavar="P",
+                   help="shipped model names or checkpoint files (default: weights); the stack and align parts "
+                        "use the first")
+    p.add_argument("--speeds", nargs="+", choices=SPEED_NAMES, default=None, metavar="SPEED",
+                   help="rediffuse's speed modes to time (default: all; at 24 MP balanced and fast)")
+    p.add_argument("--repeats", type=int, default=2, help="timed runs per method on the small images (best kept)")
     p.add_argument("--stack-frames", type=int, default=None, metavar="N", help="default 5; 20 with --large")
     p.add_argument("--stack-size", type=_size, default=None, metavar="WxH",
                    help="default 1000x750; 6000x4000 with --large")
-    p.add_argument("--checkpoint", default=None, help="default: rediffuse.fuse.DEFAULT_CHECKPOINT")
+    p.add_argument("--stack-speed", choices=SPEED_NAMES, default=None, help="default: the command's")
+    p.add_argument("--align-sizes", nargs="+", type=_size, default=[(256, 192), (512, 384)], metavar="WxH")
+    p.add_argument("--align-seeds", type=int, default=3)
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the checkpoint's)")
     args = p.parse_args(argv)
     _common.setup(args)
@@ -157,9 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     stack_size = args.stack_size or ((6000, 4000) if args.large else (1000, 750))
     results = {}
     if args.part in ("time", "all"):
-        results["time"] = part_time(args.checkpoint, size, args.steps)
+        results["time"] = part_time(args.checkpoints, args.speeds, size, args.steps, args.repeats)
     if args.part in ("stack", "all"):
-        results["stack"] = part_stack(args.checkpoint, stack_frames, stack_size, args.steps, args.threads)
+        results["stack"] = part_stack(args.checkpoints[0], stack_frames, stack_size, args.steps, args.threads,
+                                      args.stack_speed)
+    if args.part in ("align", "all"):
+        results["align"] = part_align(args.checkpoints[0], [(h, w) for w, h in args.align_sizes], args.align_seeds)
     _common.write_json(args.json, results)
     stack = results.get("stack", {})
     return 0 if stack.get("ok", True) and stack.get("peak_rss_gb", 0) <= BUDGET_GB else 1

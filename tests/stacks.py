@@ -5,6 +5,12 @@ elsewhere (a mask blend: enough for registration and fusion checks), then moves 
 the first by a known similarity (shift, rotation, scale), as a handheld camera with focus
 breathing would. Frames are cut from a larger canvas, so moved frames have real content at their
 borders rather than padding.
+
+With ``supersample=s`` the scene is rendered on an ``s`` times finer grid and every frame, moved
+or not, is that scene averaged over its own pixels (area sampling, as a sensor captures it).
+Otherwise (``s = 1``) a moved frame is the unmoved canvas resampled once more (Lanczos), so it is
+a little softer than the aligned frames it is compared with: registering it resamples it a second
+time, and the comparison charges that first, artificial resampling to the registration.
 """
 from __future__ import annotations
 
@@ -26,7 +32,8 @@ def layers(shape: tuple[int, int], n: int, rng: np.random.Generator, softness: f
 
 
 def misaligned_stack(n: int, size: tuple[int, int] = (192, 256), seed: int = 0, *, shift: float = 20.0,
-                     angle: float = 1.0, scale: float = 0.02, sigma: float = 3.0, photo: str = "astronaut", optics: float = 0.7):
+                     angle: float = 1.0, scale: float = 0.02, sigma: float = 3.0, photo: str = "astronaut", optics: float = 0.7,
+                     supersample: int = 1):
     """``(frames, aligned, gt, matrices)``: N uint8 colour frames ``[H, W, 3]`` moved by ``matrices``
     (3×3, reference → frame pixel coordinates; frame 0 the identity), the same frames unmoved, and
     the all-in-focus ground truth. Motions drawn uniformly within ±shift px, ±angle °, ±scale."""
@@ -40,6 +47,8 @@ def misaligned_stack(n: int, size: tuple[int, int] = (192, 256), seed: int = 0, 
     if optics:  # a lens and a demosaicing filter leave no detail at the pixel pitch itself
         canvas = cv2.GaussianBlur(canvas, (0, 0), optics)
     soft = layers(canvas_shape, n, rng)
+    if supersample > 1:
+        return _supersampled(img, soft, n, size, margin, rng, shift, angle, scale, sigma, optics, supersample)
     blurred = blur(canvas, "gaussian", sigma).astype(np.float32)
     to_canvas = np.eye(3)
     to_canvas[:2, 2] = margin
@@ -56,3 +65,39 @@ def misaligned_stack(n: int, size: tuple[int, int] = (192, 256), seed: int = 0, 
         mats.append(m)
     gt = np.clip(np.rint(canvas[margin:margin + h, margin:margin + w]), 0, 255).astype(np.uint8)
     return frames, aligned, gt, mats
+
+
+def _area(x: np.ndarray, s: int) -> np.ndarray:
+    """Mean over ``s × s`` blocks of ``[H·s, W·s, C]``."""
+    h, w = x.shape[0] // s, x.shape[1] // s
+    return x.reshape(h, s, w, s, -1).mean((1, 3))
+
+
+def _supersampled(img, soft, n, size, margin, rng, shift, angle, scale, sigma, optics, s):
+    """``misaligned_stack`` rendered ``s`` times finer and area-sampled: every frame, moved or not,
+    sampled once from the same scene (the same layers, motions and blur, in frame pixels)."""
+    h, w = size
+    ch, cw = soft.shape[1:]
+    canvas = cv2.resize(img, (cw * s, ch * s), interpolation=cv2.INTER_CUBIC)
+    if optics:
+        canvas = cv2.GaussianBlur(canvas, (0, 0), optics * s)
+    blurred = blur(canvas, "gaussian", sigma * s).astype(np.float32)
+    # frame pixel x (centre) is the centre of fine pixels s·x … s·x + s − 1, i.e. fine coordinate s·x + (s − 1)/2
+    fine = np.diag([s, s, 1.0])
+    fine[:2, 2] = (s - 1) / 2
+    to_canvas = np.diag([s, s, 1.0])
+    to_canvas[:2, 2] = s * margin + (s - 1) / 2
+    frames, aligned, mats = [], [], []
+    for k in range(n):
+        m_k = cv2.resize(soft[k].astype(np.float32), (cw * s, ch * s), interpolation=cv2.INTER_LINEAR)[..., None]
+        big = m_k * canvas + (1 - m_k) * blurred
+        m = np.eye(3) if k == 0 else similarity_matrix(1 + rng.uniform(-scale, scale), rng.uniform(-angle, angle),
+                                                       tuple(rng.uniform(-shift, shift, 2)), ((w - 1) / 2, (h - 1) / 2))
+        src = (to_canvas @ np.linalg.inv(m) @ np.linalg.inv(fine))[:2]
+        moved = cv2.warpAffine(big, src, (w * s, h * s), flags=cv2.INTER_LANCZOS4 | cv2.WARP_INVERSE_MAP)
+        frames.append(np.clip(np.rint(_area(moved, s)), 0, 255).astype(np.uint8))
+        crop = big[s * margin:s * (margin + h), s * margin:s * (margin + w)]
+        aligned.append(np.clip(np.rint(_area(crop, s)), 0, 255).astype(np.uint8))
+        mats.append(m)
+    gt = np.clip(np.rint(_area(canvas[s * margin:s * (margin + h), s * margin:s * (margin + w)], s)), 0, 255)
+    return frames, aligned, gt.astype(np.uint8), mats

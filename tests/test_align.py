@@ -55,3 +55,15 @@ def test_frames_that_cannot_be_registered_give_one_line_errors():
             assert "\n" not in str(e.value) and str(e.value)
     with pytest.raises(ValueError, match="unknown motion"):
         register(ref, ref, "affine")
+
+
+def test_supersampled_stacks_sample_moved_and_unmoved_frames_alike():
+    # rendered 4× finer and area-sampled: the unmoved frame is the aligned one, and a moved frame put
+    # back with the true transform matches its aligned twin to resampling accuracy (measured 54–55 dB)
+    frames, aligned, gt, truth = misaligned_stack(3, (192, 256), seed=0, supersample=4)
+    assert np.array_equal(frames[0], aligned[0]) and gt.shape == frames[0].shape
+    b = 28
+    for f, a, m in zip(frames[1:], aligned[1:], truth[1:]):
+        assert psnr(warp(f, m)[0][b:-b, b:-b], a[b:-b, b:-b]) > 48
+    for reg, m in zip(register_stack(frames, "similarity")[1:], truth[1:]):
+        assert grid_rms(reg.matrix, m, gt.shape[:2]) <= 0.2
