@@ -2,7 +2,8 @@
 
     python benchmarks/bench_fuse.py [--part quality|tiles|large|all] [--checkpoints weights P ...]
                                     [--speeds quality balanced fast] [--size 6000x4000] [--sigma S]
-                                    [--tiles auto 512] [--steps K] [--threads 1] [--json OUT.json]
+                                    [--working-size MP] [--tiles auto 512] [--steps K] [--threads 1]
+                                    [--json OUT.json]
 
 1. ``quality``: Lytro's 20 pairs (../shared/data/Lytro) fused by every ``--checkpoints`` model in
    every ``--speeds`` mode, in one run, and scored with the six no-reference metrics. Prints the
@@ -136,7 +137,7 @@ def part_tiles(ckpt: str, tiles: list[str], steps: int | None) -> dict:
 
 
 def part_large(checkpoints: list[str], speeds: list[str], size: str, sigma: float | None, steps: int | None,
-               threads: int) -> dict:
+               threads: int, working_size: float | None = None) -> dict:
     from rediffuse.fuse import resolve_checkpoint
     from rediffuse.imageio import read_image
     from rediffuse.metrics import psnr
@@ -144,6 +145,7 @@ def part_large(checkpoints: list[str], speeds: list[str], size: str, sigma: floa
     width, height = (int(v) for v in size.lower().split("x"))
     sigma = sigma or 4.0 * width / 1500
     rows = []
+    extra = ("--working-size", str(working_size)) if working_size is not None else ()
     with tempfile.TemporaryDirectory(prefix="bench_fuse_") as d:
         d = Path(d)
         a, b, gt = make_pair(height, width, sigma=sigma)
@@ -156,7 +158,7 @@ def part_large(checkpoints: list[str], speeds: list[str], size: str, sigma: floa
                 out = d / "fused.png"
                 out.unlink(missing_ok=True)
                 code, wall, rss_kb, cpu = _common.run_fuse_cli([d / "a.png", d / "b.png"], out, threads=threads,
-                                                               steps=steps, checkpoint=path, extra=("--speed", sp))
+                                                               steps=steps, checkpoint=path, extra=extra + ("--speed", sp))
                 ok = code == 0 and out.is_file()
                 fused = read_image(out) if ok else None
                 ok = ok and fused.shape == gt.shape
@@ -165,13 +167,13 @@ def part_large(checkpoints: list[str], speeds: list[str], size: str, sigma: floa
                                  peak_rss_gb=rss_kb / 1024 ** 2, psnr_vs_gt=psnr(fused, gt) if ok else math.nan))
                 del fused
     print(f"\n{width}×{height} colour pair (defocus σ = {sigma:.1f} px), `rediffuse fuse` in a child process on the "
-          f"CPU, {threads} thread(s), auto tiles\n")
+          f"CPU, {threads} thread(s), auto tiles" + (f", --working-size {working_size}" if extra else "") + "\n")
     print("| model | speed | exit | wall s | CPU s | peak RSS (GB) | PSNR vs ground truth (dB) |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['speed']} | {r['exit']}{'' if r['ok'] else ' (no output)'} | {r['wall_s']:.0f} "
               f"| {r['cpu_s']:.0f} | {r['peak_rss_gb']:.2f} | {r['psnr_vs_gt']:.2f} |")
-    return dict(size=[width, height], sigma=sigma, threads=threads, rows=rows)
+    return dict(size=[width, height], sigma=sigma, threads=threads, working_size=working_size, rows=rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tiles", nargs="+", default=["auto", "512"], help="tile settings compared with untiled")
     p.add_argument("--size", default="6000x4000", help="WIDTHxHEIGHT of the large pair (default 24 MP)")
     p.add_argument("--sigma", type=float, default=None, help="defocus of the large pair (default: 4 px per 1500 px)")
+    p.add_argument("--working-size", type=float, default=None, metavar="MP",
+                   help="passed to every `rediffuse fuse` of the large part (default: each speed's own)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the checkpoint's)")
     p.add_argument("--out", default="outputs/bench-fuse", help="folder for the quality part's per-image CSV")
     args = p.parse_args(argv)
@@ -194,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.part in ("tiles", "all"):
         results["tiles"] = part_tiles(args.checkpoints[0], args.tiles, args.steps)
     if args.part in ("large", "all"):
-        results["large"] = part_large(args.checkpoints, args.speeds, args.size, args.sigma, args.steps, args.threads)
+        results["large"] = part_large(args.checkpoints, args.speeds, args.size, args.sigma, args.steps, args.threads,
+                                      args.working_size)
     _common.write_json(args.json, results)
     return 0 if all(r["ok"] for r in results.get("large", {}).get("rows", [])) else 1
 

@@ -35,6 +35,17 @@ files or arrays), so 16 bits in give 16 bits out:
   its rot90 symmetry). Images with a side below ``min_size`` but at least ``MIN_SIDE`` (8) pixels
   are reflect-padded up to ``min_size`` and cropped back; anything smaller is refused (there is
   nothing meaningful to fuse in a strip a few pixels wide).
+- **Speed** (``speed``, weight-map models; ``SPEEDS``): only the last sampling step decides the
+  weight map, the steps before it hand it a starting estimate. ``"balanced"`` (the default) runs
+  them on the sources scaled to a quarter (``layers.resize``, anti-aliased) and starts the last
+  step, at full size, from their weight map brought up along the sources' edges
+  (:func:`guided_upsample`, He & Sun's fast guided filter): every Lytro score within 0.0001 of
+  ``"quality"`` (every step at full size) for 2.5–2.7× less CPU. ``"fast"`` runs the last step at
+  half size too and upsamples its weight map the same way (7–8× less CPU; QMI 0.005–0.023 lower on
+  Lytro). Images above ``working_size`` megapixels (balanced 4, fast 1) are processed scaled down to
+  it, their weight maps applied to the full-size sources, so a 24-MP pair costs about as much as a
+  4-MP one. All of it commutes with quarter turns (the network stays exactly equivariant), and a
+  stack's frames are still weighed one by one, order-independently.
 - **Bounded memory: overlapping tiles.** With ``tile=N`` (default ``"auto"``: about 0.75 GiB of
   network activations per tile, 768 px for the default model) an image with a side longer than
   ``N`` is covered by a grid of overlapping tiles of at most N×N pixels. Tiling happens *inside
@@ -126,7 +137,8 @@ COLOUR_MODES = ("auto", "weights", "paper")
 #: side; ``coarse``, the resolution of the steps before it as a fraction of the last step's (they only
 #: hand the last step its starting estimate, and their resolution changed no Lytro score); and
 #: ``working_size``, the most megapixels the last step works on (larger images are processed at the
-#: scale that fits, 0: no limit). Measured in ``benchmarks/bench_fuse.py --part speed``.
+#: scale that fits, 0: no limit). Measured in ``benchmarks/bench_fuse.py`` (quality, 24 MP) and
+#: ``benchmarks/bench_peers.py --part time``.
 SPEEDS: dict[str, dict[str, float]] = {
     "quality": dict(scale=1.0, coarse=1.0, working_size=0.0),  # every step at full resolution
     "balanced": dict(scale=1.0, coarse=0.25, working_size=4.0),  # earlier steps at ¼, the last at full size
