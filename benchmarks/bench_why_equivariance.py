@@ -4,13 +4,18 @@ NYU-D training pairs without rotation augmentation, tested upright and turned on
     python benchmarks/bench_why_equivariance.py [--folder DIR] [--sizes 8 32 90] [--steps 1000]
                                                 [--batch 8] [--crop 64] [--window 224] [--compare 96]
                                                 [--curve-step 15] [--root outputs/why-equivariance]
-                                                [--threads 1] [--json OUT.json]
+                                                [--control] [--figures DIR] [--threads 1]
+                                                [--json OUT.json]
 
 Both models are the small preset's weight-map U-Net (base 16, ×[1, 2, 4]; conv "bconv" or "plain",
 equal channel widths), trained with the same pairs, crops, steps, batch and seed
-(``rediffuse.sample_efficiency``). Runs and scores are kept in ``--root``: a second call reuses
+(``rediffuse.sample_efficiency``). ``--control`` adds a third network, the plain one at base 8 with
+about the Rot-E model's parameters (``sample_efficiency.CONTROLS``): it separates what the
+convolution does from what three times the parameters do. Runs and scores are kept in ``--root``: a second call reuses
 finished runs and scores, resumes an unfinished run, and refuses a folder holding other settings.
-Prints the Markdown table (README) and writes the study, CPU seconds and wall time to ``--json``.
+Prints the Markdown table (README); ``--figures DIR`` also writes the two figures of notebook 06 there
+(``why_equivariance_pairs.png``: PSNR against training pairs; ``why_equivariance_angles.png``: PSNR
+and consistency error against the input angle). and writes the study, CPU seconds and wall time to ``--json``.
 """
 from __future__ import annotations
 
@@ -18,11 +23,12 @@ import _common  # first: thread pools and sys.path
 
 import platform
 import time
+from pathlib import Path
 
 from rediffuse.data import NYU_TEST_STEMS, NYU_TRAIN_STEMS
 from rediffuse.paths import dataset_dir
-from rediffuse.sample_efficiency import Views, run_study, study_config
-from rediffuse.viz.ablation import study_markdown
+from rediffuse.sample_efficiency import CONTROLS, MODELS, Views, run_study, study_config
+from rediffuse.viz.ablation import plot_angle_curve, plot_sample_efficiency, study_markdown
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=int, default=224, help="side of the fused test window")
     p.add_argument("--compare", type=int, default=96, help="side of the central square that is scored")
     p.add_argument("--curve-step", type=float, default=15.0, help="degrees between the angles of the curve")
+    p.add_argument("--control", action="store_true",
+                   help="also train and score the plain network with about Rot-E's parameters (base 8)")
+    p.add_argument("--figures", metavar="DIR", default=None, help="write the two figures (PNG) to DIR")
     p.add_argument("--root", default=str(_common.REPO_ROOT / "outputs" / "why-equivariance"))
     a = p.parse_args(argv)
     device = _common.setup(a)
@@ -46,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     views = Views(a.window, a.compare)
     t0, c0 = time.perf_counter(), time.process_time()
     study = run_study(folder, NYU_TRAIN_STEMS, folder, NYU_TEST_STEMS, a.sizes, base, a.root, views=views,
-                      curve_step=a.curve_step, device=device, log=lambda s: print(s, flush=True))
+                      curve_step=a.curve_step, device=device, log=lambda s: print(s, flush=True),
+                      models={**MODELS, **(CONTROLS if a.control else {})})
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     print()
     print(study_markdown(study, total_pairs=len(NYU_TRAIN_STEMS),
@@ -54,6 +64,13 @@ def main(argv: list[str] | None = None) -> int:
                                f"{a.steps} steps, batch {a.batch}, {a.crop}² crops, seed {a.seed}"))
     print(f"this call: {cpu:.0f} CPU s, {wall:.0f} s wall ({a.threads} thread(s); finished runs and scores "
           "found in --root are reused, not counted again)")
+    if a.figures:
+        out = Path(a.figures)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, fig in (("why_equivariance_pairs.png", plot_sample_efficiency(study)),
+                          ("why_equivariance_angles.png", plot_angle_curve(study))):
+            fig.savefig(out / name, dpi=110, bbox_inches="tight")
+            print(f"wrote {out / name}")
     _common.write_json(a.json, {"folder": str(folder), "root": a.root, "threads": a.threads,
                                 "cpu": platform.processor() or platform.machine(), "cpu_s": cpu, "wall_s": wall,
                                 "study": study})

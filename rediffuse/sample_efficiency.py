@@ -47,13 +47,19 @@ from .imageio import write_image
 from .train import TrainConfig, preset_config, read_run_config
 from .unet import count_parameters
 
-__all__ = ["MODELS", "Views", "study_config", "nested_subsets", "train_study", "load_views", "turn",
+__all__ = ["MODELS", "CONTROLS", "Views", "study_config", "nested_subsets", "train_study", "load_views", "turn",
            "fuse_turned", "score_model", "run_study", "study_rows", "render_upright_pairs", "ANGLES_TABLE"]
 
 # variant key -> (label, TrainConfig overrides), in the form rediffuse.ablation.train_variants takes
 MODELS: dict[str, tuple[str, dict]] = {
     "bconv": ("Rot-E (B-Conv)", {"model": {"conv": "bconv"}}),
     "plain": ("plain twin", {"model": {"conv": "plain"}}),
+}
+# A control for the capacity question the twins leave open: at equal channel widths the plain twin has
+# three times the Rot-E model's parameters; at base 8 (GroupNorm groups 2, the same channels per group)
+# it has about as many (274,705 against 242,825 for the small preset).
+CONTROLS: dict[str, tuple[str, dict]] = {
+    "plain-b8": ("plain, base 8 (Rot-E's parameters)", {"model": {"conv": "plain", "base": 8, "groups": 2}}),
 }
 ANGLES_TABLE = (0.0, 90.0, 45.0)  # the table's columns: upright, a quarter turn, an angle outside C4
 
@@ -102,10 +108,11 @@ def nested_subsets(stems: Sequence[str], sizes: Iterable[int], seed: int = 0) ->
 
 
 def train_study(folder: str | Path, subsets: dict[int, list[str]], base: TrainConfig, root: str | Path, *,
-                device: str = "cpu", progress: bool = False, replace_other: bool = False) -> dict[int, dict[str, Path]]:
-    """Train both models on each subset of ``folder`` (``base`` with that folder as its only data and
-    every other stem excluded); returns ``{n: {model key: checkpoint}}``. ``replace_other``: see
-    :func:`rediffuse.ablation.train_variants`."""
+                device: str = "cpu", progress: bool = False, replace_other: bool = False,
+                models: dict[str, tuple[str, dict]] = MODELS) -> dict[int, dict[str, Path]]:
+    """Train every model of ``models`` (default: the two twins) on each subset of ``folder`` (``base``
+    with that folder as its only data and every other stem excluded); returns ``{n: {model key:
+    checkpoint}}``. ``replace_other``: see :func:`rediffuse.ablation.train_variants`."""
     folder = Path(folder).resolve()
     every = FusionFolder(folder).stems
     out = {}
@@ -113,7 +120,7 @@ def train_study(folder: str | Path, subsets: dict[int, list[str]], base: TrainCo
         wanted = set(keep)
         cfg = dataclasses.replace(base, data=[str(folder)], exclude=[s for s in every if s not in wanted],
                                   synthetic=0, layered=0)
-        out[n] = train_variants(cfg, MODELS, root, prefix=f"n{n}-", device=device, progress=progress,
+        out[n] = train_variants(cfg, models, root, prefix=f"n{n}-", device=device, progress=progress,
                                 replace_other=replace_other)
     return out
 
@@ -219,8 +226,10 @@ def _cached(path: Path, key: dict, compute: Callable[[], dict]) -> dict:
 def run_study(train_folder: str | Path, train_stems: Sequence[str], test_folder: str | Path,
               test_stems: Sequence[str], sizes: Sequence[int], base: TrainConfig, root: str | Path, *,
               views: Views = Views(), curve_step: float = 15.0, device: str = "cpu", progress: bool = False,
-              replace_other: bool = False, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Train (or reuse) both models at every size, score them at ``ANGLES_TABLE`` and, for the largest
+              replace_other: bool = False, log: Callable[[str], None] | None = None,
+              models: dict[str, tuple[str, dict]] = MODELS) -> dict[str, Any]:
+    """Train (or reuse) every model of ``models`` (default: the two twins; add :data:`CONTROLS` for the
+    parameter-matched plain network) at every size, score them at ``ANGLES_TABLE`` and, for the largest
     size, at every ``curve_step`` degrees from 0 to 360. Returns ``{"sizes", "labels", "table":
     {n: {model: score_model output}}, "curve": {model: score_model output}, "checkpoints": {n: {model:
     path}}, "config": ...}``."""
@@ -237,7 +246,7 @@ def run_study(train_folder: str | Path, train_stems: Sequence[str], test_folder:
     paths: dict[int, dict[str, str]] = {}
     for n in subsets:  # one size at a time, so that an interrupted study has whole sizes done
         checkpoints = train_study(train_folder, {n: subsets[n]}, base, root, device=device, progress=progress,
-                                  replace_other=replace_other)[n]
+                                  replace_other=replace_other, models=models)[n]
         table[n] = {}
         paths[n] = {key: str(ck) for key, ck in checkpoints.items()}
         for key, ck in checkpoints.items():
@@ -252,9 +261,9 @@ def run_study(train_folder: str | Path, train_stems: Sequence[str], test_folder:
             table[n][key] = _at(scores, ANGLES_TABLE)
             if n == largest:
                 curve[key] = scores
-            say(f"{n} pairs, {MODELS[key][0]}: PSNR " + ", ".join(
+            say(f"{n} pairs, {models[key][0]}: PSNR " + ", ".join(
                 f"{a:g}° {p:.2f} dB" for a, p in zip(table[n][key]["angles"], table[n][key]["psnr"])))
-    return {"sizes": sorted(subsets), "labels": {k: v[0] for k, v in MODELS.items()}, "table": table,
+    return {"sizes": sorted(subsets), "labels": {k: v[0] for k, v in models.items()}, "table": table,
             "curve": curve, "checkpoints": paths, "views": dataclasses.asdict(views), "test_pairs": len(pairs),
             "config": {"steps": base.steps, "batch": base.batch, "crop": base.crop, "seed": base.seed,
                        "augment": base.augment, "model": dict(base.model)}}

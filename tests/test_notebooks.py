@@ -28,7 +28,7 @@ def check_01_bconv(r):
         assert all(a > b for a, b in zip(errs, errs[1:])), errs
     assert {int(m): v for m, v in r["param_ratio"].items()} == {4: 0.25, 8: 0.125, 16: 0.0625}
     assert r["explorer_cycle_error"] < 1e-5
-    assert r["runtime_s"] < 180
+    assert r["cpu_s"] < 150  # CPU seconds: the wall time depends on what else the machine runs
 
 
 def check_02_equivariance_theorems(r):
@@ -66,7 +66,7 @@ def check_02_equivariance_theorems(r):
     for m in (4, 8, 16):
         assert 0.8 <= r["network_slopes"][f"Rot-E m={m}"] <= 1.5
     assert r["photo_max_error_90"]["Rot-E m=4"] <= 1e-5 and r["photo_max_error_90"]["plain CNN"] >= 1e-2
-    assert r["runtime_s"] < 180
+    assert r["cpu_s"] < 150  # CPU seconds: the wall time depends on what else the machine runs
 
 
 def check_03_train_rediffuse(r):
@@ -111,7 +111,7 @@ def check_04_evaluate_fusion(r):
     assert abs(mi["qmi_yours"] - mi["qmi_library"]) < 1e-9
     assert abs(qg["toy_yours"] - qg["toy_library"]) < 1e-6 and abs(qg["crop_yours"] - qg["crop_library"]) < 1e-6
     assert abs(qg["crop_qabf"] - qg["crop_library"]) < 0.005 and qg["crop_qg2003"] < qg["crop_library"]
-    assert r["runtime_s"] < 600
+    assert r["cpu_s"] < 150  # CPU seconds: the wall time depends on what else the machine runs
 
 
 def check_05_fewstep_and_degradation(r):

@@ -92,3 +92,15 @@ def test_a_tiny_study_trains_scores_and_resumes(pairs, tmp_path):
     assert (tmp_path / "scores-n4-bconv.json").stat().st_mtime_ns == stamp
     table = study_markdown(study, total_pairs=4)
     assert "| 4 (all) | Rot-E (B-Conv) |" in table and "e-0" in table  # round-off shown, not rounded to 0
+
+
+def test_the_control_has_about_the_rote_models_parameters():
+    from rediffuse.ablation import variant_config
+    from rediffuse.train import build_model
+    from rediffuse.unet import count_parameters
+
+    base = se.study_config(10)
+    count = {key: count_parameters(build_model(variant_config(base, over)))
+             for key, (_, over) in {**se.MODELS, **se.CONTROLS}.items()}
+    assert count["plain"] > 2.5 * count["bconv"]  # equal widths: the twin has about 3× the parameters
+    assert 0.9 <= count["plain-b8"] / count["bconv"] <= 1.2, count

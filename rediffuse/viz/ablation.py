@@ -33,7 +33,7 @@ METRIC_LABELS = {
     "PSNR": "PSNR vs ground truth (dB, ↑)",
     "SSIM": "SSIM vs ground truth (↑, max 1)",
 }
-_MODEL_COLOURS = {"bconv": "C0", "plain": "C3"}
+_MODEL_COLOURS = {"bconv": "C0", "plain": "C3", "plain-b8": "C1"}
 
 
 def metric_dots(table: dict[str, dict[str, float]], metrics: Sequence[str], title: str = "",
