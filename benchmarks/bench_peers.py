@@ -3,12 +3,14 @@ memory of a long focus stack; and how close a registered stack fuses to the alig
 
     python benchmarks/bench_peers.py [--part time|stack|align|all] [--large] [--size WxH]
                                      [--checkpoints weights P ...] [--speeds quality balanced fast]
+                                     [--precisions fp32 bf16]
                                      [--stack-frames N] [--stack-size WxH] [--stack-speed S]
                                      [--repeats R] [--steps K] [--threads 1] [--json OUT.json]
 
 1. ``time``: the Lytro pair lytro-01 (520×520, from ../shared) and a synthetic colour pair of
    ``--size`` (default 1500×1000; ``--large``: 6000×4000, 24 MP), fused in this process by
-   rediffuse (every ``--checkpoints`` model in every ``--speeds`` mode; model loaded once, a pair
+   rediffuse (every ``--checkpoints`` model in every ``--speeds`` mode and ``--precisions``
+   network arithmetic; model loaded once, a pair
    with one network run, as by default), GFF (``rediffuse.baselines.gff``) and enfuse
    (``rediffuse.peers``, when installed; its time includes writing and reading its files, as a user
    pays it). Prints wall and CPU seconds (the best of ``--repeats``; CPU = this process's time
@@ -72,14 +74,14 @@ def _timed(fn, imgs, repeats: int) -> tuple[float, float]:
 
 
 def part_time(checkpoints: list[str], speeds: list[str] | None, size: tuple[int, int], steps: int | None,
-              repeats: int) -> dict:
+              repeats: int, precisions: tuple[str, ...] = ("fp32",), threads: int = 1) -> dict:
     from rediffuse.baselines import gff
     from rediffuse.fuse import FusionModel, fuse
     from rediffuse.imageio import read_image
     from rediffuse.paths import dataset_dir
     from rediffuse.peers import enfuse, peer_available
 
-    models = [FusionModel(ck) for ck in checkpoints]
+    models = [FusionModel(ck, precision=pr) for ck in checkpoints for pr in precisions]
     pairs = {}
     lytro = dataset_dir("Lytro")
     if lytro is not None:
@@ -94,7 +96,8 @@ def part_time(checkpoints: list[str], speeds: list[str] | None, size: tuple[int,
         methods = {}
         for fm in models:
             for sp in speeds or [s for s in SPEED_NAMES if not (large and s == "quality")]:
-                methods[f"rediffuse {label(fm)} {sp}"] = (lambda x, fm=fm, sp=sp: fuse(x, fm, speed=sp, steps=steps))
+                name = f"rediffuse {label(fm)} {sp}" + (f" {fm.precision}" if fm.precision != "fp32" else "")
+                methods[name] = (lambda x, fm=fm, sp=sp: fuse(x, fm, speed=sp, steps=steps))
         methods["GFF"] = gff
         if peer_available("enfuse"):
             methods["enfuse"] = enfuse
@@ -104,7 +107,7 @@ def part_time(checkpoints: list[str], speeds: list[str] | None, size: tuple[int,
             wall, cpu = _timed(fn, imgs, 1 if large else repeats)
             rows.append(dict(images=pname, method=mname, wall_s=wall, cpu_s=cpu))
             print(f"  {pname}: {mname} {cpu:.2f} s CPU, {wall:.2f} s wall", flush=True)
-    print(f"\nTime on the same images in one run, this machine's CPU, 1 thread (best of {repeats}); ×enfuse and ×GFF "
+    print(f"\nTime on the same images in one run, this machine's CPU, {threads} thread(s) (best of {repeats}); ×enfuse and ×GFF "
           "= CPU time over theirs\n")
     print("| images | method | CPU s | wall s | × enfuse | × GFF |")
     print("|---|---|---|---|---|---|")
@@ -116,7 +119,7 @@ def part_time(checkpoints: list[str], speeds: list[str] | None, size: tuple[int,
               f"| {r['x_gff']:.2f} |")
     if not peer_available("enfuse"):
         print("\n(enfuse is not installed: apt-get install enfuse)")
-    return dict(checkpoints=[str(fm.path) for fm in models], repeats=repeats, rows=rows)
+    return dict(checkpoints=[str(fm.path) for fm in models], precisions=list(precisions), repeats=repeats, rows=rows)
 
 
 def write_stack(folder: Path, frames: int, size: tuple[int, int], seed: int = 0) -> list[Path]:
@@ -220,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoints", nargs="+", default=["weights"], metavar="P",
                    help="shipped model names or checkpoint files (default: weights); the stack and align parts "
                         "use the first")
+    p.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32"], metavar="P",
+                   help="network arithmetic of the rediffuse rows (time part): fp32 and/or bf16 (default: fp32)")
     p.add_argument("--speeds", nargs="+", choices=SPEED_NAMES, default=None, metavar="SPEED",
                    help="rediffuse's speed modes to time (default: all; at 24 MP balanced and fast)")
     p.add_argument("--repeats", type=int, default=2, help="timed runs per method on the small images (best kept)")
@@ -237,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     stack_size = args.stack_size or ((6000, 4000) if args.large else (1000, 750))
     results = {}
     if args.part in ("time", "all"):
-        results["time"] = part_time(args.checkpoints, args.speeds, size, args.steps, args.repeats)
+        results["time"] = part_time(args.checkpoints, args.speeds, size, args.steps, args.repeats,
+                                    tuple(args.precisions), args.threads)
     if args.part in ("stack", "all"):
         results["stack"] = part_stack(args.checkpoints[0], stack_frames, stack_size, args.steps, args.threads,
                                       args.stack_speed)

@@ -194,3 +194,42 @@ def test_command_line_speed_options(tiny_checkpoint, eps_model, tmp_path, capsys
                      "-o", str(tmp_path / "e.png"), "--speed", "fast"])
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and "full resolution only" in err
+
+
+# ----------------------------------------------------------------------------- bfloat16 network arithmetic
+
+
+def test_bf16_fuses_like_fp32_and_is_refused_when_unknown(shipped):
+    _, aligned, gt, _ = misaligned_stack(2, (192, 256), seed=0, shift=0)
+    low = FusionModel(DEFAULT_CHECKPOINT, precision="bf16")
+    cond = _cond(*aligned)
+    w32 = torch.sigmoid(shipped.sample_with_logits(cond, shipped.settings())[1])
+    w16 = torch.sigmoid(low.sample_with_logits(cond, low.settings())[1])
+    assert w16.dtype == torch.float32  # the sampler and the weights stay in float32
+    diff = float((w16 - w32).abs().mean())
+    assert 0 < diff < 0.01, diff  # bfloat16 rounding moves the weights, a little
+    a, b = fuse(aligned, shipped), fuse(aligned, low)
+    assert psnr(b, gt) >= psnr(a, gt) - 0.1
+    assert np.abs(a.astype(int) - b.astype(int)).mean() < 0.2
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        FusionModel(DEFAULT_CHECKPOINT, precision="fp8")
+
+
+def test_command_line_precision(tiny_checkpoint, tmp_path, capsys):
+    from PIL import Image
+
+    from rediffuse.fuse import PRECISIONS
+
+    assert fuse_cli.PRECISION_CHOICES == PRECISIONS
+    _, frames, _, _ = misaligned_stack(2, (96, 128), seed=0, shift=0)
+    paths = []
+    for i, f in enumerate(frames):
+        paths.append(tmp_path / f"f{i}.png")
+        Image.fromarray(f).save(paths[-1])
+    base = ["fuse", *map(str, paths), "--checkpoint", str(tiny_checkpoint), "--align", "none"]
+    assert cli.main(base + ["-o", str(tmp_path / "bf16.png"), "--precision", "bf16"]) == 0
+    assert ", cpu bf16, " in capsys.readouterr().err
+    assert (tmp_path / "bf16.png").is_file()
+    with pytest.raises(SystemExit) as e:
+        cli.main(base + ["-o", str(tmp_path / "x.png"), "--precision", "fp16"])
+    assert e.value.code == 2
