@@ -1,7 +1,8 @@
 """`rediffuse fuse` per speed mode: quality on Lytro, tiled against untiled, and a 24-MP pair.
 
     python benchmarks/bench_fuse.py [--part quality|tiles|large|all] [--checkpoints weights P ...]
-                                    [--speeds quality balanced fast] [--size 6000x4000] [--sigma S]
+                                    [--speeds quality balanced fast] [--precisions fp32 bf16]
+                                    [--size 6000x4000] [--sigma S]
                                     [--working-size MP] [--tiles auto 512] [--steps K] [--threads 1]
                                     [--json OUT.json]
 
@@ -40,6 +41,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 SPEED_NAMES = ("quality", "balanced", "fast")
+BF16 = " (bf16)"  # appended to a model's label for its bfloat16 rows
 NO_REF = ("QMI", "QG", "Qabf", "QP", "QE", "MS-SSIM")
 #: the issue's bar: a mode may score at most this much below "quality" on any metric
 TOLERANCE = 0.002
@@ -69,7 +71,8 @@ def label(fm) -> str:
     return fm.path.parent.name if fm.path.stem == "last" else fm.path.stem
 
 
-def part_quality(checkpoints: list[str], speeds: list[str], steps: int | None, out: str | None) -> dict:
+def part_quality(checkpoints: list[str], speeds: list[str], steps: int | None, out: str | None,
+                 precisions: tuple[str, ...] = ("fp32",)) -> dict:
     from rediffuse.evaluate import Method, evaluate_folder, mean_table
     from rediffuse.fuse import FusionModel, fuse
     from rediffuse.paths import dataset_dir
@@ -79,10 +82,10 @@ def part_quality(checkpoints: list[str], speeds: list[str], steps: int | None, o
         print("\nLytro is not in ../shared/data: quality part skipped")
         return {}
     methods, cpu = [], {}
-    for ck in checkpoints:
-        fm = FusionModel(ck)
+    for ck, pr in [(ck, pr) for ck in checkpoints for pr in precisions]:
+        fm = FusionModel(ck, precision=pr)
         for sp in speeds:
-            name = f"{label(fm)} {sp}"
+            name = f"{label(fm)}{BF16 if pr == 'bf16' else ''} {sp}"
             cpu[name] = []
 
             def run(imgs, fm=fm, sp=sp, name=name):
@@ -101,7 +104,7 @@ def part_quality(checkpoints: list[str], speeds: list[str], steps: int | None, o
     print("|---|---|" + "---|" * len(NO_REF) + "---|---|---|")
     for name, row in table.items():
         model, sp = name.rsplit(" ", 1)
-        ref = table.get(f"{model} quality")
+        ref = table.get(f"{model.removesuffix(BF16)} quality")  # bf16 rows against the fp32 quality mode
         drop = max(ref[m] - row[m] for m in NO_REF) if ref else math.nan
         result[name] = dict(row, drop_vs_quality=drop, cpu_s=float(np.mean(cpu[name])))
         print(f"| {model} | {sp} | " + " | ".join(f"{row[m]:.4f}" for m in NO_REF)
@@ -181,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--part", choices=["quality", "tiles", "large", "all"], default="all")
     p.add_argument("--checkpoints", nargs="+", default=["weights"], metavar="P",
                    help="shipped model names or checkpoint files (default: weights)")
+    p.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32"], metavar="P",
+                   help="network arithmetic (quality part): fp32 and/or bf16; bf16 rows are compared with the "
+                        "model's fp32 quality mode (default: fp32)")
     p.add_argument("--speeds", nargs="+", choices=SPEED_NAMES, default=list(SPEED_NAMES), metavar="SPEED",
                    help="speed modes to compare (default: all three; 'large' at 24 MP in quality mode takes long)")
     p.add_argument("--tiles", nargs="+", default=["auto", "512"], help="tile settings compared with untiled")
@@ -194,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     _common.setup(args)
     results = {}
     if args.part in ("quality", "all"):
-        results["quality"] = part_quality(args.checkpoints, args.speeds, args.steps, args.out)
+        results["quality"] = part_quality(args.checkpoints, args.speeds, args.steps, args.out, tuple(args.precisions))
     if args.part in ("tiles", "all"):
         results["tiles"] = part_tiles(args.checkpoints[0], args.tiles, args.steps)
     if args.part in ("large", "all"):
