@@ -104,3 +104,18 @@ def test_the_control_has_about_the_rote_models_parameters():
              for key, (_, over) in {**se.MODELS, **se.CONTROLS}.items()}
     assert count["plain"] > 2.5 * count["bconv"]  # equal widths: the twin has about 3× the parameters
     assert 0.9 <= count["plain-b8"] / count["bconv"] <= 1.2, count
+
+
+@pytest.mark.slow
+def test_a_study_trains_the_models_it_is_given(pairs, tmp_path):
+    # the control alone (as `bench_why_equivariance.py --control` adds it to the twins): its own run
+    # folder, label and scores, and nothing trained for the models left out
+    stems = FusionFolder(pairs).stems
+    base = se.study_config(2, batch=2, crop=32, model=TINY_MODEL)
+    study = se.run_study(pairs, stems[:4], pairs, stems[4:], [2], base, tmp_path, views=se.Views(48, 30),
+                         curve_step=180, models=se.CONTROLS)
+    assert study["labels"] == {"plain-b8": se.CONTROLS["plain-b8"][0]} and set(study["curve"]) == {"plain-b8"}
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["n2-plain-b8"]
+    cfg = json.loads((tmp_path / "n2-plain-b8" / "config.json").read_text())["config"]
+    assert cfg["model"]["conv"] == "plain" and cfg["model"]["base"] == 8 and cfg["model"]["groups"] == 2
+    assert study["table"][2]["plain-b8"]["consistency"][1] > 0  # no quarter-turn guarantee without B-Conv
