@@ -42,6 +42,7 @@ from PIL import Image, ImageFilter
 
 SPEED_NAMES = ("quality", "balanced", "fast")
 BF16 = " (bf16)"  # appended to a model's label for its bfloat16 rows
+PRECISION_NAMES = ("fp32", "bf16")  # rediffuse.fuse.PRECISIONS, spelled out as SPEED_NAMES is
 NO_REF = ("QMI", "QG", "Qabf", "QP", "QE", "MS-SSIM")
 #: the issue's bar: a mode may score at most this much below "quality" on any metric
 TOLERANCE = 0.002
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--part", choices=["quality", "tiles", "large", "all"], default="all")
     p.add_argument("--checkpoints", nargs="+", default=["weights"], metavar="P",
                    help="shipped model names or checkpoint files (default: weights)")
-    p.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32"], metavar="P",
+    p.add_argument("--precisions", nargs="+", choices=PRECISION_NAMES, default=["fp32"], metavar="P",
                    help="network arithmetic (quality part): fp32 and/or bf16; bf16 rows are compared with the "
                         "model's fp32 quality mode (default: fp32)")
     p.add_argument("--speeds", nargs="+", choices=SPEED_NAMES, default=list(SPEED_NAMES), metavar="SPEED",

@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from bench_fuse import SPEED_NAMES, label, make_pair
+from bench_fuse import BF16, PRECISION_NAMES, SPEED_NAMES, label, make_pair
 
 BUDGET_GB = 4.0
 
@@ -96,7 +96,7 @@ def part_time(checkpoints: list[str], speeds: list[str] | None, size: tuple[int,
         methods = {}
         for fm in models:
             for sp in speeds or [s for s in SPEED_NAMES if not (large and s == "quality")]:
-                name = f"rediffuse {label(fm)} {sp}" + (f" {fm.precision}" if fm.precision != "fp32" else "")
+                name = f"rediffuse {label(fm)}{BF16 if fm.precision == 'bf16' else ''} {sp}"
                 methods[name] = (lambda x, fm=fm, sp=sp: fuse(x, fm, speed=sp, steps=steps))
         methods["GFF"] = gff
         if peer_available("enfuse"):
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoints", nargs="+", default=["weights"], metavar="P",
                    help="shipped model names or checkpoint files (default: weights); the stack and align parts "
                         "use the first")
-    p.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32"], metavar="P",
+    p.add_argument("--precisions", nargs="+", choices=PRECISION_NAMES, default=["fp32"], metavar="P",
                    help="network arithmetic of the rediffuse rows (time part): fp32 and/or bf16 (default: fp32)")
     p.add_argument("--speeds", nargs="+", choices=SPEED_NAMES, default=None, metavar="SPEED",
                    help="rediffuse's speed modes to time (default: all; at 24 MP balanced and fast)")

@@ -15,7 +15,7 @@ convolution does from what three times the parameters do. Runs and scores are ke
 finished runs and scores, resumes an unfinished run, and refuses a folder holding other settings.
 Prints the Markdown table (README); ``--figures DIR`` also writes the two figures of notebook 06 there
 (``why_equivariance_pairs.png``: PSNR against training pairs; ``why_equivariance_angles.png``: PSNR
-and consistency error against the input angle). and writes the study, CPU seconds and wall time to ``--json``.
+and consistency error against the input angle); ``--json`` gets the study, CPU seconds and wall time.
 """
 from __future__ import annotations
 

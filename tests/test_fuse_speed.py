@@ -171,15 +171,20 @@ def test_stacks_stay_order_independent_at_every_speed(tiny, tmp_path):
         assert (tmp_path / f"depth-{speed}.png").is_file()
 
 
-def test_command_line_speed_options(tiny_checkpoint, eps_model, tmp_path, capsys):
+def _write_pair(folder) -> list:
+    """An aligned colour pair (128×96) written as PNG into ``folder``; returns the two paths."""
     from PIL import Image
 
-    assert fuse_cli.SPEED_CHOICES == tuple(SPEEDS) and fuse_cli.DEFAULT_SPEED_NAME == DEFAULT_SPEED
     _, frames, _, _ = misaligned_stack(2, (96, 128), seed=0, shift=0)
-    paths = []
-    for i, f in enumerate(frames):
-        paths.append(tmp_path / f"f{i}.png")
-        Image.fromarray(f).save(paths[-1])
+    paths = [folder / f"f{i}.png" for i in range(len(frames))]
+    for f, path in zip(frames, paths):
+        Image.fromarray(f).save(path)
+    return paths
+
+
+def test_command_line_speed_options(tiny_checkpoint, eps_model, tmp_path, capsys):
+    assert fuse_cli.SPEED_CHOICES == tuple(SPEEDS) and fuse_cli.DEFAULT_SPEED_NAME == DEFAULT_SPEED
+    paths = _write_pair(tmp_path)
     base = ["fuse", *map(str, paths), "--checkpoint", str(tiny_checkpoint), "--align", "none"]
     assert cli.main(base + ["-o", str(tmp_path / "fast.png"), "--speed", "fast"]) == 0
     assert "3 steps (3× 85×64)" in capsys.readouterr().err  # 128×96 at half: the shorter side kept at 64
@@ -216,16 +221,10 @@ def test_bf16_fuses_like_fp32_and_is_refused_when_unknown(shipped):
 
 
 def test_command_line_precision(tiny_checkpoint, tmp_path, capsys):
-    from PIL import Image
-
     from rediffuse.fuse import PRECISIONS
 
     assert fuse_cli.PRECISION_CHOICES == PRECISIONS
-    _, frames, _, _ = misaligned_stack(2, (96, 128), seed=0, shift=0)
-    paths = []
-    for i, f in enumerate(frames):
-        paths.append(tmp_path / f"f{i}.png")
-        Image.fromarray(f).save(paths[-1])
+    paths = _write_pair(tmp_path)
     base = ["fuse", *map(str, paths), "--checkpoint", str(tiny_checkpoint), "--align", "none"]
     assert cli.main(base + ["-o", str(tmp_path / "bf16.png"), "--precision", "bf16"]) == 0
     assert ", cpu bf16, " in capsys.readouterr().err
