@@ -330,6 +330,7 @@ def training_loss(
     t: Tensor | None = None,
     noise: Tensor | None = None,
     loss: str = "mse",
+    weight: Tensor | None = None,
 ) -> Tensor:
     """Scalar ``loss_scale · MSE`` for one batch; x0: [B, C, H, W] in [−1, 1], cond: [B, Cc, H, W].
 
@@ -340,6 +341,10 @@ def training_loss(
     ``loss="l1_grad"`` (x0 space only) replaces the MSE by ``L1(x̂0, x0) + L1(∇x̂0, ∇x0)`` with
     forward differences along both axes: the MSE barely penalises a soft or misplaced focus
     boundary, which is exactly what the gradient-based fusion metrics (QG, QP) and a viewer notice.
+
+    ``weight`` (``[B, 1, H, W]``, ≥ 0) turns every mean into a weighted mean over the pixels (a
+    difference between two pixels gets the larger of their weights), e.g. to stress the pixels near
+    focus boundaries, which are few but decide how a fusion looks.
     """
     if loss not in ("mse", "l1_grad"):
         raise ValueError(f"loss must be 'mse' or 'l1_grad', got {loss!r}")
@@ -360,17 +365,35 @@ def training_loss(
         x0_hat, eps_hat = predict_x0_eps(out, x_t, t, schedule, prediction, clip=False, cond=cond)
         pred, target = (eps_hat, noise) if space == "eps" else (x0_hat, x0)
     pred = pred.to(target.dtype)
+    if weight is not None and (weight.dim() != 4 or weight.shape[1] != 1 or weight.shape[0] != B
+                               or weight.shape[2:] != target.shape[2:]):
+        raise ValueError(f"weight must be [B, 1, H, W] = [{B}, 1, {target.shape[2]}, {target.shape[3]}], "
+                         f"got {list(weight.shape)}")
     if loss == "l1_grad":
         if space != "x0":
             raise ValueError("loss='l1_grad' compares images: use it with an x0-space loss")
-        return loss_scale * (F.l1_loss(pred, target) + image_gradient_l1(pred, target))
-    return loss_scale * F.mse_loss(pred, target)
+        return loss_scale * (_weighted_mean((pred - target).abs(), weight) + image_gradient_l1(pred, target, weight))
+    return loss_scale * _weighted_mean((pred - target) ** 2, weight)
 
 
-def image_gradient_l1(pred: Tensor, target: Tensor) -> Tensor:
-    """Mean absolute difference of the forward differences of ``pred`` and ``target`` (both axes)."""
+def _weighted_mean(x: Tensor, weight: Tensor | None) -> Tensor:
+    """Mean of ``x`` [B, C, H, W] with per-pixel ``weight`` [B, 1, H, W] (None: the plain mean)."""
+    if weight is None:
+        return x.mean()
+    w = weight.to(x.dtype).expand_as(x)
+    return (x * w).sum() / w.sum().clamp_min(1e-12)
+
+
+def image_gradient_l1(pred: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+    """Mean absolute difference of the forward differences of ``pred`` and ``target`` (both axes);
+    ``weight`` [B, 1, H, W]: a weighted mean, each difference weighted by the larger of its pixels'."""
     d = pred - target
-    return 0.5 * ((d[..., 1:, :] - d[..., :-1, :]).abs().mean() + (d[..., :, 1:] - d[..., :, :-1]).abs().mean())
+    dy, dx = (d[..., 1:, :] - d[..., :-1, :]).abs(), (d[..., :, 1:] - d[..., :, :-1]).abs()
+    if weight is None:
+        return 0.5 * (dy.mean() + dx.mean())
+    wy = torch.maximum(weight[..., 1:, :], weight[..., :-1, :])
+    wx = torch.maximum(weight[..., :, 1:], weight[..., :, :-1])
+    return 0.5 * (_weighted_mean(dy, wy) + _weighted_mean(dx, wx))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -41,17 +41,19 @@ from tqdm.auto import tqdm
 from .checkpoint import export_checkpoint, load_checkpoint, load_model, save_checkpoint
 from .data import FusionFolder, SyntheticPairs
 from .diffusion import get_schedule, training_loss
+from .fuse import resolve_checkpoint
 from .runtime import tf32_precision
 from .synthesis import LayeredPairs, library_for
 from .unet import ReDiffuseUNet, count_parameters, set_grad_checkpoint
 
-__all__ = ["TrainConfig", "PRESETS", "RUNTIME_KEYS", "PRECISIONS", "preset_config", "config_differences",
+__all__ = ["TrainConfig", "PRESETS", "RUNTIME_KEYS", "PRECISIONS", "preset_config", "config_differences", "LR_SCHEDULES",
            "resolve_precision", "StepBatches", "train", "train_model", "build_model", "build_dataset",
            "read_run_config", "read_losses", "run_exists",
            # checkpoints live in rediffuse.checkpoint; re-exported for existing callers
            "save_checkpoint", "load_checkpoint", "load_model", "export_checkpoint"]
 
 PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")
+LR_SCHEDULES = ("step", "cosine")
 
 @dataclass
 class TrainConfig:
@@ -71,8 +73,12 @@ class TrainConfig:
     batch: int = 16
     steps: int = 1000
     lr: float = 2e-4
-    lr_decay: float = 0.99  # multiply the learning rate by this ...
+    lr_decay: float = 0.99  # lr_schedule "step": multiply the learning rate by this ...
     lr_decay_every: int = 1000  # ... every this many steps
+    lr_schedule: str = "step"  # "step" (above) or "cosine" (lr → 0 over `steps`: anneals a run to its end)
+    warmup: int = 0  # steps of linear warm-up from 0 to lr (a fresh optimiser on pretrained weights needs some)
+    init: str = ""  # checkpoint (path or shipped name) whose EMA weights start the run ("" = random, from seed)
+    band_weight: float = 0.0  # layered data: loss weight of pixels within 15 px of a focus boundary is 1 + this
     weight_decay: float = 1e-2
     ema: float = 0.999
     grad_clip: float = 1.0
@@ -105,6 +111,15 @@ class TrainConfig:
                 raise ValueError(f"{key} must be a whole number ≥ 0, got {v!r}")
         if not self.lr > 0 or not math.isfinite(self.lr):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
+            raise ValueError(f"warmup must be a whole number ≥ 0, got {self.warmup!r}")
+        if not (self.band_weight >= 0 and math.isfinite(self.band_weight)):
+            raise ValueError(f"band_weight must be a number ≥ 0, got {self.band_weight!r}")
+        if self.band_weight and (self.data or self.synthetic or not self.layered):
+            raise ValueError("band_weight needs the layered pairs alone (--layered N, no --data/--synthetic): "
+                             "only they know where the focus boundaries are")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         base = self.model.get("base", 64)
@@ -181,7 +196,8 @@ def config_differences(stored: TrainConfig, wanted: TrainConfig) -> dict[str, tu
     out: dict[str, tuple[Any, Any]] = {}
     a, b = _jsonable(asdict(stored)), _jsonable(asdict(wanted))
     for key in a:
-        if key in RUNTIME_KEYS or key == "model":
+        # a cosine schedule is drawn over the run's length, so there `steps` defines the run
+        if key == "model" or (key in RUNTIME_KEYS and not (key == "steps" and a["lr_schedule"] == "cosine")):
             continue
         if a[key] != b[key]:
             out[key] = (a[key], b[key])
@@ -261,8 +277,8 @@ def build_dataset(cfg: TrainConfig):
 class StepBatches(Dataset):
     """Item ``step``: everything training step ``step`` draws, for process ``rank`` of ``world``.
 
-    Returns ``{"GT": [b, C, S, S], "cond": [b, 2C, S, S], "t": [b], "noise": [b, C, S, S]}`` with
-    ``b = batch / world`` — this process's slice of the global batch. The item indices, their crops
+    Returns ``{"GT": [b, C, S, S], "cond": [b, 2C, S, S], "t": [b], "noise": [b, C, S, S]}`` (and
+    ``"band"`` bool ``[b, 1, S, S]`` when every item marks its focus boundaries) with ``b = batch / world`` — this process's slice of the global batch. The item indices, their crops
     and augmentation (``set_epoch(step)`` on every part of the pool), the timesteps and the noise all
     come from generators seeded by ``(seed, step)``, so the item is the same in any process and in
     any DataLoader worker, and a resumed run sees exactly the batches an uninterrupted one would.
@@ -286,7 +302,10 @@ class StepBatches(Dataset):
         g = torch.Generator().manual_seed(self.seed * 7_919 + step)
         t_all = torch.randint(0, self.T, (self.batch,), generator=g)
         n_all = torch.randn((self.batch, *gt.shape[1:]), generator=g)
-        return {"GT": gt, "cond": cond, "t": t_all[self.rank::self.world], "noise": n_all[self.rank::self.world]}
+        out = {"GT": gt, "cond": cond, "t": t_all[self.rank::self.world], "noise": n_all[self.rank::self.world]}
+        if all("band" in it for it in items):
+            out["band"] = torch.stack([it["band"] for it in items])[:, None]
+        return out
 
 
 def _step_loader(batches: StepBatches, start: int, end: int, workers: int, pin: bool) -> DataLoader:
@@ -313,7 +332,28 @@ def _dist_info() -> tuple[int, int]:
 
 
 def _lr_at(cfg: TrainConfig, step: int) -> float:
-    return cfg.lr * cfg.lr_decay ** (step // max(cfg.lr_decay_every, 1))
+    if cfg.lr_schedule == "cosine":
+        lr = cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(step, cfg.steps) / cfg.steps))
+    else:
+        lr = cfg.lr * cfg.lr_decay ** (step // max(cfg.lr_decay_every, 1))
+    return lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else lr
+
+
+def _load_init(model: nn.Module, init: str, ema: bool = True) -> None:
+    """Copy the weights of checkpoint ``init`` (a path or a shipped model name; its EMA weights when it
+    has them) into ``model``; a checkpoint of another network is a one-line ``ValueError``."""
+    path = resolve_checkpoint(init)
+    if not path.is_file():
+        raise FileNotFoundError(f"init: no checkpoint at {path}; give a checkpoint file or a shipped model name")
+    ck = load_checkpoint(path)
+    state = ck.get("ema") if ema and ck.get("ema") else ck.get("model")
+    if state is None:
+        raise ValueError(f"init: {path} holds no model weights")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"init: {path} does not fit this network ({str(e).splitlines()[0]}); "
+                         "give the model settings it was trained with") from None
 
 
 def build_model(cfg: TrainConfig) -> ReDiffuseUNet:
@@ -328,7 +368,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, overwr
     ``config.json``, ``loss.csv``, ``summary.json``. See :func:`train_model` for the arguments."""
     cfg.validate()
     _check_out_dir(out_dir, resume, overwrite)
-    return train_model(build_model(cfg), build_dataset(cfg), cfg, out_dir, resume=resume, overwrite=overwrite,
+    model = build_model(cfg)
+    if cfg.init and not resume:  # a resumed run has its own weights in last.pt
+        _load_init(model, cfg.init)
+    return train_model(model, build_dataset(cfg), cfg, out_dir, resume=resume, overwrite=overwrite,
                        device=device, stop_after=stop_after, progress=progress)
 
 
@@ -494,11 +537,14 @@ def train_model(model: nn.Module, dataset, cfg: TrainConfig, out_dir: str | Path
             batch = next(batch_iter)
             data_wait += time.perf_counter() - tw
             x0, cond, t, noise = (batch[k].to(dev, non_blocking=True) for k in ("GT", "cond", "t", "noise"))
+            weight = None
+            if cfg.band_weight:
+                weight = 1.0 + cfg.band_weight * batch["band"].to(dev, non_blocking=True).to(x0.dtype)
             torch.manual_seed(cfg.seed * 104_729 + step * world + rank)  # dropout
             amp = torch.autocast(device_type=dev.type, dtype=autocast) if autocast is not None else nullcontext()
             with amp:
                 loss = training_loss(net, x0, cond, schedule, prediction=cfg.prediction,
-                                     loss_scale=cfg.loss_scale, t=t, noise=noise, loss=cfg.loss)
+                                     loss_scale=cfg.loss_scale, t=t, noise=noise, loss=cfg.loss, weight=weight)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if cfg.grad_clip:

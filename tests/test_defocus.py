@@ -1,4 +1,6 @@
 """The layered defocus model and the training pairs made from photos with it."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -170,3 +172,27 @@ def test_l1_grad_loss_needs_an_image_space_loss():
     with pytest.raises(ValueError, match="l1_grad"):
         training_loss(net, x0, cond, get_schedule("cosine", 50), prediction="eps", loss="l1_grad")
     assert training_loss(net, x0, cond, get_schedule("cosine", 50), prediction="weights", loss="l1_grad") >= 0
+
+
+def test_band_weighted_fine_tune_from_a_checkpoint(photo_folder, tmp_path):
+    """A fine-tune: weights from a first run's EMA, a fresh optimiser, cosine annealing, boundary pixels
+    weighted; the batches carry the band, and a band weight on data without one is refused."""
+    from rediffuse.train import StepBatches, TrainConfig, build_dataset, build_model, train
+
+    model = dict(base=8, mults=(1, 2, 2), conv="bconv", groups=2, emb_dim=16, attention=2)
+    first = TrainConfig(layered=50, photos=str(photo_folder), crop=32, batch=2, steps=2, prediction="weights",
+                        loss="l1_grad", T=50, model=model)
+    train(first, tmp_path / "a", progress=False)
+    tune = dataclasses.replace(first, init=str(tmp_path / "a" / "last.pt"), lr_schedule="cosine", warmup=1,
+                               band_weight=4.0, seed=1, steps=3)
+    batch = StepBatches(build_dataset(tune), 2, 1, 50)[0]
+    assert batch["band"].shape == (2, 1, 32, 32) and batch["band"].dtype == torch.bool
+    ema = torch.load(tmp_path / "a" / "last.pt", weights_only=True)["ema"]
+    train(dataclasses.replace(tune, lr=1e-12, steps=1), tmp_path / "b", progress=False)  # ~no update
+    started = torch.load(tmp_path / "b" / "last.pt", weights_only=True)["model"]
+    assert all(torch.allclose(started[k], v, atol=1e-9) for k, v in ema.items())
+    assert not all(torch.allclose(v, build_model(tune).state_dict()[k], atol=1e-6) for k, v in ema.items())
+    summary = train(tune, tmp_path / "c", progress=False)
+    assert summary["steps_run"] == 3 and all(np.isfinite(summary["losses"]))
+    with pytest.raises(ValueError, match="band_weight"):
+        dataclasses.replace(tune, synthetic=4).validate()

@@ -295,3 +295,53 @@ def test_presets():
     assert config_differences(preset_config("small"), preset_config("small", steps=9, workers=3)) == {}
     d = config_differences(preset_config("small"), preset_config("small", model={"layout": "fusiondiff"}))
     assert d == {"model.layout": ("unet", "fusiondiff")}
+
+
+def test_cosine_schedule_warmup_and_its_length_defines_the_run():
+    from rediffuse.train import _lr_at
+
+    cfg = tiny_cfg(lr=1e-3, lr_schedule="cosine", warmup=4, steps=100)
+    lrs = [_lr_at(cfg, s) for s in range(100)]
+    assert lrs[0] == pytest.approx(1e-3 * math.cos(0) / 4) and lrs[3] == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 3 / 100)))
+    assert lrs[50] == pytest.approx(5e-4) and lrs[-1] < 1e-6 and all(a >= b for a, b in zip(lrs[3:], lrs[4:]))
+    step = tiny_cfg(lr=1e-3, lr_decay=0.5, lr_decay_every=10)
+    assert _lr_at(step, 9) == 1e-3 and _lr_at(step, 10) == 5e-4  # the step schedule as before
+    assert "steps" in config_differences(cfg, dataclasses.replace(cfg, steps=200))  # stretching it changes it
+    assert "steps" not in config_differences(step, dataclasses.replace(step, steps=200))
+    for kw, word in [({"lr_schedule": "linear"}, "lr_schedule"), ({"warmup": -1}, "warmup"),
+                     ({"band_weight": -1.0}, "band_weight"), ({"band_weight": 2.0}, "layered")]:
+        with pytest.raises(ValueError, match=word):
+            tiny_cfg(**kw).validate()
+
+
+def test_init_from_a_checkpoint_of_another_network_is_one_line(tmp_path):
+    train(tiny_cfg(steps=1), tmp_path / "a", progress=False)
+    other = tiny_cfg(steps=1, init=str(tmp_path / "a" / "last.pt"), model=dict(TINY, base=16))
+    with pytest.raises(ValueError, match="does not fit") as e:
+        train(other, tmp_path / "b", progress=False)
+    assert "\n" not in str(e.value)
+    with pytest.raises(FileNotFoundError, match="init"):
+        train(tiny_cfg(init=str(tmp_path / "nope.pt")), tmp_path / "c", progress=False)
+
+
+def test_weighted_loss_is_the_plain_loss_under_uniform_weights_and_stresses_weighted_pixels():
+    from rediffuse.diffusion import image_gradient_l1, training_loss, get_schedule
+
+    g = torch.Generator().manual_seed(0)
+    pred, target = torch.randn(2, 1, 16, 16, generator=g), torch.randn(2, 1, 16, 16, generator=g)
+    ones = torch.ones(2, 1, 16, 16)
+    assert image_gradient_l1(pred, target, 3 * ones) == pytest.approx(float(image_gradient_l1(pred, target)), rel=1e-6)
+    band = torch.zeros(2, 1, 16, 16)
+    band[..., :4, :] = 1
+    err = torch.zeros(2, 1, 16, 16)
+    err[..., :4, :] = 1.0  # all the error inside the band
+    assert image_gradient_l1(err, 0 * err, 1 + 9 * band) > image_gradient_l1(err, 0 * err)
+    net = ReDiffuseUNet(conv="plain", base=8, mults=(1,), groups=2, emb_dim=16, dropout=0.0)
+    sched, cond, t = get_schedule("cosine", 50), torch.randn(2, 2, 16, 16, generator=g), torch.tensor([3, 30])
+    noise = torch.randn(2, 1, 16, 16, generator=g)
+    for loss in ("mse", "l1_grad"):
+        plain = training_loss(net, target, cond, sched, prediction="weights", t=t, noise=noise, loss=loss)
+        flat = training_loss(net, target, cond, sched, prediction="weights", t=t, noise=noise, loss=loss, weight=ones)
+        assert float(flat) == pytest.approx(float(plain), rel=1e-5)
+    with pytest.raises(ValueError, match="weight must be"):
+        training_loss(net, target, cond, sched, prediction="weights", t=t, noise=noise, weight=ones[:, :, :8])

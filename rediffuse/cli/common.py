@@ -16,7 +16,7 @@ from typing import Iterator
 __all__ = [
     "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_INTERRUPTED", "DEVICE_CHOICES",
     "device_parent", "runtime_parent", "setup_runtime", "number_type", "nonneg_int", "pos_int", "seed_int",
-    "pos_float", "probability", "run_command",
+    "pos_float", "nonneg_float", "probability", "run_command",
     "UsageError", "SEED_LIMIT", "one_line_warnings",
 ]
 
@@ -65,6 +65,7 @@ nonneg_int = number_type(int, lambda n: n >= 0, "a number ≥ 0", "nonneg_int")
 pos_int = number_type(int, lambda n: n >= 1, "a number ≥ 1", "pos_int")
 seed_int = number_type(int, lambda n: 0 <= n < SEED_LIMIT, "a whole number from 0 to 2**63 - 1", "seed_int")
 pos_float = number_type(float, lambda x: 0 < x < float("inf"), "a positive number", "pos_float")
+nonneg_float = number_type(float, lambda x: 0 <= x < float("inf"), "a number ≥ 0", "nonneg_float")
 probability = number_type(float, lambda x: 0 <= x < 1, "a number from 0 to below 1", "probability")
 
 

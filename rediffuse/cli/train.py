@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import EXIT_USAGE, nonneg_int, pos_float, pos_int, probability, runtime_parent, setup_runtime
+from .common import EXIT_USAGE, nonneg_float, nonneg_int, pos_float, pos_int, probability, runtime_parent, setup_runtime
 
 __all__ = ["add_parser", "run"]
 
@@ -69,6 +69,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     o.add_argument("--loss", choices=["mse", "l1_grad"], default=SUPPRESS,
                    help="training loss; l1_grad = L1 + gradient L1 on the fused image (x0/weights models) "
                         "(default: mse)")
+    o.add_argument("--lr-schedule", choices=["step", "cosine"], default=SUPPRESS,
+                   help="step: ×0.99 every 1000 steps; cosine: from --lr down to 0 at the last step, for "
+                        "annealing a run or a fine-tune (default: step)")
+    o.add_argument("--warmup", type=nonneg_int, default=SUPPRESS, metavar="STEPS",
+                   help="linear learning-rate warm-up (default: 0)")
+    o.add_argument("--init", default=SUPPRESS, metavar="CKPT",
+                   help="start from the (EMA) weights of this checkpoint or shipped model name, with a fresh "
+                        "optimiser: a fine-tune (the model flags must describe its network)")
+    o.add_argument("--band-weight", type=nonneg_float, default=SUPPRESS, metavar="W",
+                   help="--layered data: weigh the loss of pixels within 15 px of a focus boundary 1 + W "
+                        "times (default: 0)")
     o.add_argument("--T", type=pos_int, default=SUPPRESS, help="diffusion steps (default: 2000)")
     o.add_argument("--seed", type=nonneg_int, default=SUPPRESS, help="(default: 0)")
 
@@ -104,6 +115,7 @@ def _explicit(args: argparse.Namespace) -> dict:
     names = {"data": "data", "exclude": "exclude", "synthetic": "synthetic", "layered": "layered",
              "photos": "photos", "steps": "steps", "batch": "batch", "crop": "crop", "lr": "lr",
              "prediction": "prediction", "loss_scale": "loss_scale", "loss": "loss", "T": "T", "seed": "seed",
+             "lr_schedule": "lr_schedule", "warmup": "warmup", "init": "init", "band_weight": "band_weight",
              "precision": "precision", "grad_checkpoint": "grad_checkpoint", "workers": "workers",
              "ckpt_every": "ckpt_every"}
     out = {field: getattr(args, attr) for attr, field in names.items() if hasattr(args, attr)}
