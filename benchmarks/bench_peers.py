@@ -1,7 +1,7 @@
 """rediffuse next to the tools focus stackers use, timed on the same images in one run; the peak
 memory of a long focus stack; and how close a registered stack fuses to the aligned one.
 
-    python benchmarks/bench_peers.py [--part time|stack|align|all] [--large] [--size WxH]
+    python benchmarks/bench_peers.py [--part time|stack|align|ecc|all] [--large] [--size WxH]
                                      [--checkpoints weights P ...] [--speeds quality balanced fast]
                                      [--precisions fp32 bf16]
                                      [--stack-frames N] [--stack-size WxH] [--stack-speed S]
@@ -28,7 +28,10 @@ memory of a long focus stack; and how close a registered stack fuses to the alig
    layer, moved by up to ±20 px, ±1° and ±2 %, rendered 4× finer and area-sampled so that moved
    and unmoved frames are sampled alike) fused as registered by ``rediffuse`` (``align="auto"``),
    fused with the true transforms, and fused unmoved; prints the PSNR against the all-in-focus
-   truth away from the borders (24 px) and the gaps.
+   truth away from the borders (24 px) and the gaps. ``--align-bits 8 16``: also as 16-bit frames
+   (PSNR then on the unrounded grey images), so that 8-bit rounding does not hide the registration.
+4. ``ecc`` (only when asked): the registration error of the align part's 16-bit stacks for several
+   sizes of ECC's Gaussian smoothing.
 
 Checkpoints: shipped names (``weights``, the default) or files, e.g. ``checkpoints/runs/layered-bconv/last.pt``.
 Threads default to 1 (the fastest for small models on the project's 2-core machines).
@@ -174,7 +177,20 @@ def part_stack(ckpt: str, frames: int, size: tuple[int, int], steps: int | None,
                 threads=threads, steps=steps, speed=speed)
 
 
-def part_align(ckpt: str, shapes: list[tuple[int, int]], seeds: int) -> dict:
+def _grey_psnr(x: np.ndarray, gt: np.ndarray) -> float:
+    """PSNR (dB, peak 255) of the unrounded grey images (the metric's rgb2gray weights) of 8- or 16-bit
+    ``x`` and ``gt``: no rounding of its own, so that 16-bit stacks are not measured at 8-bit precision."""
+    from rediffuse.metrics import _RGB2GRAY
+
+    def grey(a):
+        v = a.astype(np.float64) / (257.0 if a.dtype == np.uint16 else 1.0)
+        return v @ np.asarray(_RGB2GRAY) if v.ndim == 3 else v
+
+    mse = float(np.mean((grey(x) - grey(gt)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+def part_align(ckpt: str, shapes: list[tuple[int, int]], seeds: int, bits: int = 8) -> dict:
     sys.path.insert(0, str(_common.REPO_ROOT / "tests"))
     import rediffuse.stack as stack
     from rediffuse.align import Registration, grid_rms
@@ -182,13 +198,15 @@ def part_align(ckpt: str, shapes: list[tuple[int, int]], seeds: int) -> dict:
     from rediffuse.metrics import psnr
     from stacks import misaligned_stack
 
+    psnr = psnr if bits == 8 else _grey_psnr  # noqa: F811 (the metric's PSNR reads 8-bit images only)
+
     fm = FusionModel(ckpt)
     b = 24  # the borders that some frame does not cover are fused from fewer frames
     crop = lambda x: x[b:-b, b:-b]  # noqa: E731
     rows = []
     for h, w in shapes:
         for seed in range(seeds):
-            frames, aligned, gt, truth = misaligned_stack(3, (h, w), seed=seed, supersample=4)
+            frames, aligned, gt, truth = misaligned_stack(3, (h, w), seed=seed, supersample=4, bits=bits)
             row = dict(size=f"{w}×{h}", seed=seed, aligned=psnr(crop(fuse(aligned, fm)), crop(gt)))
             found: list[Registration] = []
             register = stack.register
@@ -202,7 +220,7 @@ def part_align(ckpt: str, shapes: list[tuple[int, int]], seeds: int) -> dict:
                 stack.register = register
             row["registration_error_px"] = max(grid_rms(r.matrix, m, (h, w)) for r, m in zip(found[-2:], truth[1:]))
             rows.append(row)
-    print(f"\nRegistered vs aligned 3-frame stacks (±20 px, ±1°, ±2 %), {label(fm)}, speed "
+    print(f"\nRegistered vs aligned 3-frame {bits}-bit stacks (±20 px, ±1°, ±2 %), {label(fm)}, speed "
           f"{fm.default_speed()}; PSNR (dB) against the all-in-focus truth, {b}-px borders left out\n")
     print("| size | seed | aligned | registered | gap | true transforms | gap | registration error (px) |")
     print("|---|---|---|---|---|---|---|---|")
@@ -210,12 +228,41 @@ def part_align(ckpt: str, shapes: list[tuple[int, int]], seeds: int) -> dict:
         print(f"| {r['size']} | {r['seed']} | {r['aligned']:.2f} | {r['registered']:.2f} | "
               f"{r['aligned'] - r['registered']:.2f} | {r['true_transforms']:.2f} | "
               f"{r['aligned'] - r['true_transforms']:.2f} | {r['registration_error_px']:.3f} |")
-    return dict(checkpoint=str(fm.path), rows=rows)
+    return dict(checkpoint=str(fm.path), bits=bits, rows=rows)
+
+
+def part_ecc(shapes: list[tuple[int, int]], seeds: int, sizes: list[int]) -> dict:
+    """Registration error (px RMS over a 9×9 grid) of the 3-frame 16-bit stacks of the align part for
+    several sizes of ECC's smoothing (``rediffuse.align.ECC_SMOOTHING``)."""
+    sys.path.insert(0, str(_common.REPO_ROOT / "tests"))
+    import rediffuse.align as al
+    from stacks import misaligned_stack
+
+    stacks = [(h, w, misaligned_stack(3, (h, w), seed=seed, supersample=4, bits=16))
+              for h, w in shapes for seed in range(seeds)]
+    default, rows = al.ECC_SMOOTHING, {}
+    try:
+        for size in sizes:
+            al.ECC_SMOOTHING = size
+            errs = []
+            for h, w, (frames, _, _, truth) in stacks:
+                ys = [al.luma(f.astype(np.float32) / 257) for f in frames]
+                ref = al.Pyramid(ys[0])
+                errs += [al.grid_rms(al.register(ref, al.Pyramid(y), "similarity").matrix, m, (h, w))
+                         for y, m in zip(ys[1:], truth[1:])]
+            rows[size] = dict(rms=float(np.sqrt(np.mean(np.square(errs)))), max=float(max(errs)), n=len(errs))
+    finally:
+        al.ECC_SMOOTHING = default
+    print(f"\nRegistration error against ECC's smoothing ({len(stacks)} 16-bit 3-frame stacks, similarity; "
+          f"default {default} px)\n\n| gaussFiltSize | RMS error (px) | max (px) |\n|---|---|---|")
+    for size, r in rows.items():
+        print(f"| {size} | {r['rms']:.3f} | {r['max']:.3f} |")
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     p = _common.parser(__doc__)
-    p.add_argument("--part", choices=["time", "stack", "align", "all"], default="all")
+    p.add_argument("--part", choices=["time", "stack", "align", "ecc", "all"], default="all")
     p.add_argument("--large", action="store_true",
                    help="24 MP: a 6000×4000 pair and a stack of 20 frames of 6000×4000 (long on a CPU)")
     p.add_argument("--size", type=_size, default=None, metavar="WxH",
@@ -234,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stack-speed", choices=SPEED_NAMES, default=None, help="default: the command's")
     p.add_argument("--align-sizes", nargs="+", type=_size, default=[(256, 192), (512, 384)], metavar="WxH")
     p.add_argument("--align-seeds", type=int, default=3)
+    p.add_argument("--align-bits", type=int, nargs="+", choices=[8, 16], default=[8], metavar="BITS",
+                   help="bit depths of the align part's stacks (8 and/or 16; default: 8)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the checkpoint's)")
     args = p.parse_args(argv)
     _common.setup(args)
@@ -247,8 +296,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.part in ("stack", "all"):
         results["stack"] = part_stack(args.checkpoints[0], stack_frames, stack_size, args.steps, args.threads,
                                       args.stack_speed)
+    if args.part == "ecc":
+        results["ecc"] = part_ecc([(h, w) for w, h in args.align_sizes], args.align_seeds, [1, 3, 5, 9, 25])
     if args.part in ("align", "all"):
-        results["align"] = part_align(args.checkpoints[0], [(h, w) for w, h in args.align_sizes], args.align_seeds)
+        results["align"] = [part_align(args.checkpoints[0], [(h, w) for w, h in args.align_sizes], args.align_seeds,
+                                       bits) for bits in args.align_bits]
     _common.write_json(args.json, results)
     stack = results.get("stack", {})
     return 0 if stack.get("ok", True) and stack.get("peak_rss_gb", 0) <= BUDGET_GB else 1

@@ -62,6 +62,10 @@ _COARSEST_SIDE = 160
 # ECC stops after this many iterations per level, or when the correlation gains less than _ECC_EPS.
 _ECC_ITERATIONS = 100
 _ECC_EPS = 1e-6
+#: ECC's Gaussian smoothing (gaussFiltSize, pixels) on levels whose shorter side is ≥ 96 px (3 below).
+#: Differently focused frames bias the estimate by 0.03–0.1 px; more smoothing makes that worse
+#: (``benchmarks/bench_peers.py --part ecc``).
+ECC_SMOOTHING = 5
 # Plausible motion between two frames of one focus stack.
 _MAX_SCALE_CHANGE = 0.2
 _MAX_ROTATION_DEG = 10.0
@@ -237,7 +241,7 @@ def register(reference: Pyramid, frame: Pyramid, motion: str = "similarity", *,
         warp_matrix = (ml if motion == "homography" else ml[:2]).astype(np.float32)
         # ECC smooths both images before comparing (gaussFiltSize); on tiny levels a 5-px kernel
         # would wipe out the detail it needs, so it shrinks with the level
-        blur = 5 if min(ref.shape) >= 96 else 3
+        blur = ECC_SMOOTHING if min(ref.shape) >= 96 else min(3, ECC_SMOOTHING)
         try:
             cc, warp_matrix = cv2.findTransformECC(ref, mov, warp_matrix, _ECC_MOTION[motion], criteria, None, blur)
         except cv2.error as e:

@@ -33,10 +33,12 @@ def layers(shape: tuple[int, int], n: int, rng: np.random.Generator, softness: f
 
 def misaligned_stack(n: int, size: tuple[int, int] = (192, 256), seed: int = 0, *, shift: float = 20.0,
                      angle: float = 1.0, scale: float = 0.02, sigma: float = 3.0, photo: str = "astronaut", optics: float = 0.7,
-                     supersample: int = 1):
+                     supersample: int = 1, bits: int = 8):
     """``(frames, aligned, gt, matrices)``: N uint8 colour frames ``[H, W, 3]`` moved by ``matrices``
     (3×3, reference → frame pixel coordinates; frame 0 the identity), the same frames unmoved, and
-    the all-in-focus ground truth. Motions drawn uniformly within ±shift px, ±angle °, ±scale."""
+    the all-in-focus ground truth. Motions drawn uniformly within ±shift px, ±angle °, ±scale.
+    ``bits=16`` (supersampled stacks): every image ``uint16`` (the 0–255 scale × 257), as a raw
+    converter writes them, so that 8-bit rounding does not cover the registration's own error."""
     rng = np.random.default_rng(seed)
     h, w = size
     img = skimage_photo(photo).astype(np.float32)
@@ -48,7 +50,9 @@ def misaligned_stack(n: int, size: tuple[int, int] = (192, 256), seed: int = 0, 
         canvas = cv2.GaussianBlur(canvas, (0, 0), optics)
     soft = layers(canvas_shape, n, rng)
     if supersample > 1:
-        return _supersampled(img, soft, n, size, margin, rng, shift, angle, scale, sigma, optics, supersample)
+        return _supersampled(img, soft, n, size, margin, rng, shift, angle, scale, sigma, optics, supersample, bits)
+    if bits != 8:
+        raise ValueError("bits=16 needs supersample > 1")
     blurred = blur(canvas, "gaussian", sigma).astype(np.float32)
     to_canvas = np.eye(3)
     to_canvas[:2, 2] = margin
@@ -73,7 +77,13 @@ def _area(x: np.ndarray, s: int) -> np.ndarray:
     return x.reshape(h, s, w, s, -1).mean((1, 3))
 
 
-def _supersampled(img, soft, n, size, margin, rng, shift, angle, scale, sigma, optics, s):
+def _quantised(x: np.ndarray, bits: int) -> np.ndarray:
+    if bits == 16:
+        return np.clip(np.rint(x * 257.0), 0, 65535).astype(np.uint16)
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+def _supersampled(img, soft, n, size, margin, rng, shift, angle, scale, sigma, optics, s, bits=8):
     """``misaligned_stack`` rendered ``s`` times finer and area-sampled: every frame, moved or not,
     sampled once from the same scene (the same layers, motions and blur, in frame pixels)."""
     h, w = size
@@ -95,9 +105,9 @@ def _supersampled(img, soft, n, size, margin, rng, shift, angle, scale, sigma, o
                                                        tuple(rng.uniform(-shift, shift, 2)), ((w - 1) / 2, (h - 1) / 2))
         src = (to_canvas @ np.linalg.inv(m) @ np.linalg.inv(fine))[:2]
         moved = cv2.warpAffine(big, src, (w * s, h * s), flags=cv2.INTER_LANCZOS4 | cv2.WARP_INVERSE_MAP)
-        frames.append(np.clip(np.rint(_area(moved, s)), 0, 255).astype(np.uint8))
+        frames.append(_quantised(_area(moved, s), bits))
         crop = big[s * margin:s * (margin + h), s * margin:s * (margin + w)]
-        aligned.append(np.clip(np.rint(_area(crop, s)), 0, 255).astype(np.uint8))
+        aligned.append(_quantised(_area(crop, s), bits))
         mats.append(m)
-    gt = np.clip(np.rint(_area(canvas[s * margin:s * (margin + h), s * margin:s * (margin + w)], s)), 0, 255)
-    return frames, aligned, gt.astype(np.uint8), mats
+    gt = _quantised(_area(canvas[s * margin:s * (margin + h), s * margin:s * (margin + w)], s), bits)
+    return frames, aligned, gt, mats
