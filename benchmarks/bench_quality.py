@@ -3,9 +3,11 @@
 Sets (each skipped with a note when absent): Lytro (20 real colour pairs), MFI-WHU-test30 and
 Road-MF-sample8 (real pairs kept apart from training), and the synthetic boundary-validation set
 (pairs with ground truth rendered by the layered defocus model from the *validation* photos; made
-on first use in ``data/generated/boundary-val``). Reported: the six no-reference metrics, PSNR/SSIM
+on first use in ``data/generated/boundary-val``); on request (``--sets boundary-clean``) the same
+pairs rendered without the nuisances (no exposure difference, breathing, noise or JPEG). Reported: the six no-reference metrics, PSNR/SSIM
 against ground truth over the image and inside the 15-px band around every focus boundary, seconds
-per pair, and for each method how many metrics it is at or above GFF and enfuse.
+per pair, and for each method how many metrics it is at or above GFF and enfuse. Sets with ground
+truth also get its row: the no-reference metrics of the perfect answer.
 
     python benchmarks/bench_quality.py -m weights weights-plain gff enfuse stackmff focus-select \\
         --json outputs/bench-quality.json
@@ -27,15 +29,33 @@ from rediffuse.synthesis import default_photo_root, write_validation_set
 REAL_SETS = ("Lytro", "MFI-WHU-test30", "Road-MF-sample8")
 NO_REF = ("QMI", "QG", "Qabf", "QP", "QE", "MS-SSIM")
 BOUNDARY_DIR = REPO_ROOT / "data" / "generated" / "boundary-val"
+CLEAN_DIR = REPO_ROOT / "data" / "generated" / "boundary-clean"
+SYNTHETIC_SETS = ("boundary-val", "boundary-clean")
 
 
-def boundary_set(n: int, size: int) -> Path | None:
-    marker = BOUNDARY_DIR / "SOURCE.txt"
-    if marker.is_file() and f"n={n} size={size}" in marker.read_text():
-        return BOUNDARY_DIR
+def boundary_set(n: int, size: int, nuisances: bool = True) -> Path | None:
+    folder = BOUNDARY_DIR if nuisances else CLEAN_DIR
+    marker = folder / "SOURCE.txt"
+    if marker.is_file() and f"n={n} size={size} seed=2026 nuisances={nuisances}" in marker.read_text():
+        return folder
     if default_photo_root() is None:
         return None
-    return write_validation_set(BOUNDARY_DIR, n=n, size=size)
+    return write_validation_set(folder, n=n, size=size, nuisances=nuisances)
+
+
+def truth_scores(folder: Path) -> dict:
+    """Mean no-reference metrics of the ground truth itself (``folder/GT``) against its pair: what a
+    perfect fusion scores, so that a method scoring above it is seen to be rewarded for something else."""
+    import numpy as np
+
+    from rediffuse.imageio import read_image
+    from rediffuse.metrics import evaluate
+
+    rows = []
+    for gt in sorted((folder / "GT").iterdir()):
+        a, b = (read_image(next((folder / k).glob(gt.stem + ".*"))) for k in ("A", "B"))
+        rows.append(evaluate(a, b, read_image(gt)))
+    return {m: float(np.mean([r[m] for r in rows])) for m in NO_REF} | {"seconds": 0.0}
 
 
 def wins(table: dict, method: str, ref: str, metrics) -> str:
@@ -73,13 +93,16 @@ def main() -> None:
     results: dict[str, dict] = {"methods": [m.name for m in methods], "threads": args.threads, "sets": {}}
     report = []
     for name in args.sets:
-        folder = boundary_set(args.boundary_pairs, args.boundary_size) if name == "boundary-val" else dataset_dir(name)
+        folder = (boundary_set(args.boundary_pairs, args.boundary_size, name == "boundary-val")
+                  if name in SYNTHETIC_SETS else dataset_dir(name))
         if folder is None:
             print(f"skipping {name}: not present")
             continue
         rows = evaluate_folder(folder, methods, Path(args.out) / name, save_images=False)
         table = mean_table(rows)
-        metrics = NO_REF + (("PSNR", "SSIM", "PSNR-band", "SSIM-band") if name == "boundary-val" else ())
+        if (Path(folder) / "GT").is_dir():
+            table["ground truth (the photo itself)"] = truth_scores(Path(folder))
+        metrics = NO_REF + (("PSNR", "SSIM", "PSNR-band", "SSIM-band") if name in SYNTHETIC_SETS else ())
         results["sets"][name] = {"pairs": len({r["image"] for r in rows}), "means": table}
         report.append(markdown(f"{name} ({results['sets'][name]['pairs']} pairs)", table, metrics))
     text = "\n".join(report)
