@@ -1,5 +1,7 @@
-"""Training: presets, AdamW + step decay, EMA, gradient clipping, mixed precision, gradient
-checkpointing, DataLoader workers, atomic checkpoints, exact resume, DDP.
+"""Training: presets, AdamW + step decay or cosine annealing, EMA, gradient clipping, mixed precision,
+gradient checkpointing, DataLoader workers, atomic checkpoints, exact resume, DDP; fine-tunes from a
+checkpoint's weights (``init``) and a loss that stresses the pixels near focus boundaries
+(``band_weight``, layered pairs).
 
 Reproducibility is by construction: every random draw of step ``s`` (which items, their crops and
 augmentation, the timesteps and noise, dropout) comes from generators seeded by ``(seed, s)``, so the
@@ -278,7 +280,8 @@ class StepBatches(Dataset):
     """Item ``step``: everything training step ``step`` draws, for process ``rank`` of ``world``.
 
     Returns ``{"GT": [b, C, S, S], "cond": [b, 2C, S, S], "t": [b], "noise": [b, C, S, S]}`` (and
-    ``"band"`` bool ``[b, 1, S, S]`` when every item marks its focus boundaries) with ``b = batch / world`` — this process's slice of the global batch. The item indices, their crops
+    ``"band"`` bool ``[b, 1, S, S]`` when every item marks its focus boundaries) with
+    ``b = batch / world`` — this process's slice of the global batch. The item indices, their crops
     and augmentation (``set_epoch(step)`` on every part of the pool), the timesteps and the noise all
     come from generators seeded by ``(seed, step)``, so the item is the same in any process and in
     any DataLoader worker, and a resumed run sees exactly the batches an uninterrupted one would.
