@@ -3,8 +3,10 @@
 For every pair of a set, the model's weight map (``fuse(..., save_weights=...)``) is blended with
 the sources as it is and after a guided filter (He et al., guide: source A; radius r, ε) — the
 kind of smoothing GFF applies to its own maps. On sets with ground truth two reference rows are
-added: the ground truth itself, and a per-pixel oracle of the same parameterisation (at each pixel
-the convex weight of A and B closest to the truth over R, G and B). Prints the mean of the six
+added: the ground truth itself, and oracles that know the truth: the convex weight of A and B
+closest to it at each pixel (over R, G and B), that map smoothed by the guided filter (r=2), and the
+hard choice of the closer source per pixel and per 7×7 patch (how far a decision with a little
+context can go). Prints the mean of the six
 no-reference metrics and, with ground truth, PSNR/SSIM over the image and in the boundary band.
 
     python benchmarks/bench_weight_maps.py -m weights --sets Lytro boundary-val boundary-clean
@@ -19,6 +21,7 @@ import _common  # noqa: F401  (thread pools and sys.path first)
 import tempfile
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from bench_quality import SYNTHETIC_SETS, boundary_set
@@ -45,6 +48,16 @@ def oracle_weights(a: np.ndarray, b: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return np.where(den > 0, np.clip(num / np.where(den > 0, den, 1), 0, 1), 0.5)
 
 
+def oracle_choice(a: np.ndarray, b: np.ndarray, gt: np.ndarray, window: int = 1) -> np.ndarray:
+    """1 where A is closer to the truth than B (squared error over the channels, summed over a
+    ``window × window`` box), else 0: the best hard decision made from that much context."""
+    ea, eb = ((x.astype(np.float64) - gt).reshape(*gt.shape[:2], -1) ** 2 for x in (a, b))
+    ea, eb = ea.sum(-1), eb.sum(-1)
+    if window > 1:
+        ea, eb = (cv2.blur(e, (window, window), borderType=cv2.BORDER_REFLECT) for e in (ea, eb))
+    return (ea < eb).astype(np.float64)
+
+
 def _load(folder: Path, stem: str) -> dict:
     out = {}
     for key in ("A", "B", "GT", "band"):
@@ -67,7 +80,11 @@ def study(folder: Path, fm: FusionModel) -> dict[str, dict[str, float]]:
             for r, eps in SMOOTHING:
                 maps[f"model, guided filter r={r} ε={eps:g}"] = np.clip(guided_filter(guide, w, r, eps), 0, 1)
             if "GT" in d:
-                maps["oracle weights (from the truth)"] = oracle_weights(d["A"], d["B"], d["GT"])
+                ow = oracle_weights(d["A"], d["B"], d["GT"])
+                maps["oracle weights (from the truth)"] = ow
+                maps["oracle weights, guided filter r=2 ε=0.001"] = np.clip(guided_filter(guide, ow, 2, 1e-3), 0, 1)
+                maps["oracle choice of A or B per pixel"] = oracle_choice(d["A"], d["B"], d["GT"])
+                maps["oracle choice per 7×7 patch"] = oracle_choice(d["A"], d["B"], d["GT"], 7)
             for name, m in maps.items():
                 fused = blend(d["A"], d["B"], m)
                 s = evaluate(d["A"], d["B"], fused, d.get("GT"))
