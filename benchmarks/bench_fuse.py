@@ -1,13 +1,14 @@
 """`rediffuse fuse` per speed mode: quality on Lytro, tiled against untiled, and a 24-MP pair.
 
     python benchmarks/bench_fuse.py [--part quality|tiles|large|all] [--checkpoints weights P ...]
-                                    [--speeds quality balanced fast] [--precisions fp32 bf16]
+                                    [--speeds quality balanced fast] [--scales 0.75] [--precisions fp32 bf16]
                                     [--size 6000x4000] [--sigma S]
                                     [--working-size MP] [--tiles auto 512] [--steps K] [--threads 1]
                                     [--json OUT.json]
 
 1. ``quality``: Lytro's 20 pairs (../shared/data/Lytro) fused by every ``--checkpoints`` model in
-   every ``--speeds`` mode, in one run, and scored with the six no-reference metrics. Prints the
+   every ``--speeds`` mode (and ``--scales``: balanced with its last step at that fraction of the
+   size), in one run, and scored with the six no-reference metrics. Prints the
    means, each mode's change against the same model's ``quality`` mode on every metric (the issue's
    bar: no metric lower by more than 0.002), and the CPU and wall seconds per pair (in this process,
    model loaded once; CPU = this process's time, which a busy shared machine inflates far less than
@@ -73,7 +74,7 @@ def label(fm) -> str:
 
 
 def part_quality(checkpoints: list[str], speeds: list[str], steps: int | None, out: str | None,
-                 precisions: tuple[str, ...] = ("fp32",)) -> dict:
+                 precisions: tuple[str, ...] = ("fp32",), scales: tuple[float, ...] = ()) -> dict:
     from rediffuse.evaluate import Method, evaluate_folder, mean_table
     from rediffuse.fuse import FusionModel, fuse
     from rediffuse.paths import dataset_dir
@@ -85,13 +86,16 @@ def part_quality(checkpoints: list[str], speeds: list[str], steps: int | None, o
     methods, cpu = [], {}
     for ck, pr in [(ck, pr) for ck in checkpoints for pr in precisions]:
         fm = FusionModel(ck, precision=pr)
-        for sp in speeds:
+        # "balanced@0.75": balanced with its last step at that fraction of the size (between the modes)
+        for sp in [*speeds, *(f"balanced@{s:g}" for s in scales)]:
             name = f"{label(fm)}{BF16 if pr == 'bf16' else ''} {sp}"
             cpu[name] = []
+            base, _, frac = sp.partition("@")
+            st = fm.settings(steps=steps, tile="auto", speed=base, scale=float(frac) if frac else None)
 
-            def run(imgs, fm=fm, sp=sp, name=name):
+            def run(imgs, fm=fm, st=st, name=name):
                 c0 = time.process_time()
-                fused = fuse(imgs, fm, speed=sp, steps=steps)
+                fused = fuse(imgs, fm, settings=st)
                 cpu[name].append(time.process_time() - c0)
                 return fused
 
@@ -190,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
                         "model's fp32 quality mode (default: fp32)")
     p.add_argument("--speeds", nargs="+", choices=SPEED_NAMES, default=list(SPEED_NAMES), metavar="SPEED",
                    help="speed modes to compare (default: all three; 'large' at 24 MP in quality mode takes long)")
+    p.add_argument("--scales", nargs="+", type=float, default=[], metavar="F",
+                   help="quality part: also balanced with its last step at these fractions of the size (e.g. 0.75)")
     p.add_argument("--tiles", nargs="+", default=["auto", "512"], help="tile settings compared with untiled")
     p.add_argument("--size", default="6000x4000", help="WIDTHxHEIGHT of the large pair (default 24 MP)")
     p.add_argument("--sigma", type=float, default=None, help="defocus of the large pair (default: 4 px per 1500 px)")
@@ -201,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     _common.setup(args)
     results = {}
     if args.part in ("quality", "all"):
-        results["quality"] = part_quality(args.checkpoints, args.speeds, args.steps, args.out, tuple(args.precisions))
+        results["quality"] = part_quality(args.checkpoints, args.speeds, args.steps, args.out, tuple(args.precisions),
+                                          tuple(args.scales))
     if args.part in ("tiles", "all"):
         results["tiles"] = part_tiles(args.checkpoints[0], args.tiles, args.steps)
     if args.part in ("large", "all"):
