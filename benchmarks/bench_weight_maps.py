@@ -2,12 +2,12 @@
 
 For every pair of a set, the model's weight map (``fuse(..., save_weights=...)``) is blended with
 the sources as it is and after a guided filter (He et al., guide: source A; radius r, ε) — the
-kind of smoothing GFF applies to its own maps. On sets with ground truth two reference rows are
-added: the ground truth itself, and oracles that know the truth: the convex weight of A and B
-closest to it at each pixel (over R, G and B), that map smoothed by the guided filter (r=2), and the
-hard choice of the closer source per pixel and per 7×7 patch (how far a decision with a little
-context can go). Prints the mean of the six
-no-reference metrics and, with ground truth, PSNR/SSIM over the image and in the boundary band.
+kind of smoothing GFF applies to its own maps. Sets with ground truth get reference rows: the
+ground truth itself (``bench_quality.truth_scores``), and oracles that know the truth: the convex
+weight of A and B closest to it at each pixel (over R, G and B), that map smoothed by the guided
+filter (r=2), and the hard choice of the closer source per pixel and per 7×7 patch (how far a
+decision with a little context can go). Prints the mean of the six no-reference metrics and, with
+ground truth, PSNR/SSIM over the image and in the boundary band.
 
     python benchmarks/bench_weight_maps.py -m weights --sets Lytro boundary-val boundary-clean
 
@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bench_quality import SYNTHETIC_SETS, boundary_set
+from bench_quality import SYNTHETIC_SETS, boundary_set, truth_scores
 from rediffuse.baselines import guided_filter
 from rediffuse.fuse import FusionModel, fuse
 from rediffuse.imageio import read_image, read_image_native
@@ -91,9 +91,10 @@ def study(folder: Path, fm: FusionModel) -> dict[str, dict[str, float]]:
                 if "band" in d:
                     s.update(band_scores(fused, d["GT"], d["band"]))
                 rows.setdefault(name, []).append(s)
-            if "GT" in d:
-                rows.setdefault("ground truth", []).append(evaluate(d["A"], d["B"], d["GT"]))
-    return {name: {k: float(np.mean([r[k] for r in rs])) for k in rs[0]} for name, rs in rows.items()}
+    table = {name: {k: float(np.mean([r[k] for r in rs])) for k in rs[0]} for name, rs in rows.items()}
+    if (folder / "GT").is_dir():
+        table["ground truth"] = {k: v for k, v in truth_scores(folder).items() if k != "seconds"}
+    return table
 
 
 def main() -> None:
