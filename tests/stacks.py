@@ -33,12 +33,14 @@ def layers(shape: tuple[int, int], n: int, rng: np.random.Generator, softness: f
 
 def misaligned_stack(n: int, size: tuple[int, int] = (192, 256), seed: int = 0, *, shift: float = 20.0,
                      angle: float = 1.0, scale: float = 0.02, sigma: float = 3.0, photo: str = "astronaut", optics: float = 0.7,
-                     supersample: int = 1, bits: int = 8):
+                     supersample: int = 1, bits: int = 8, truth_bits: int | None = None):
     """``(frames, aligned, gt, matrices)``: N uint8 colour frames ``[H, W, 3]`` moved by ``matrices``
     (3×3, reference → frame pixel coordinates; frame 0 the identity), the same frames unmoved, and
     the all-in-focus ground truth. Motions drawn uniformly within ±shift px, ±angle °, ±scale.
     ``bits=16`` (supersampled stacks): every image ``uint16`` (the 0–255 scale × 257), as a raw
-    converter writes them, so that 8-bit rounding does not cover the registration's own error."""
+    converter writes them, so that 8-bit rounding does not cover the registration's own error.
+    ``truth_bits=16`` (supersampled stacks): the truth alone in 16 bits, e.g. to score 8-bit frames
+    against the scene rather than against its own 8-bit rounding."""
     rng = np.random.default_rng(seed)
     h, w = size
     img = skimage_photo(photo).astype(np.float32)
@@ -50,9 +52,10 @@ def misaligned_stack(n: int, size: tuple[int, int] = (192, 256), seed: int = 0, 
         canvas = cv2.GaussianBlur(canvas, (0, 0), optics)
     soft = layers(canvas_shape, n, rng)
     if supersample > 1:
-        return _supersampled(img, soft, n, size, margin, rng, shift, angle, scale, sigma, optics, supersample, bits)
-    if bits != 8:
-        raise ValueError("bits=16 needs supersample > 1")
+        return _supersampled(img, soft, n, size, margin, rng, shift, angle, scale, sigma, optics, supersample, bits,
+                             truth_bits or bits)
+    if bits != 8 or (truth_bits or 8) != 8:
+        raise ValueError("16 bits need supersample > 1")
     blurred = blur(canvas, "gaussian", sigma).astype(np.float32)
     to_canvas = np.eye(3)
     to_canvas[:2, 2] = margin
@@ -83,7 +86,7 @@ def _quantised(x: np.ndarray, bits: int) -> np.ndarray:
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
-def _supersampled(img, soft, n, size, margin, rng, shift, angle, scale, sigma, optics, s, bits=8):
+def _supersampled(img, soft, n, size, margin, rng, shift, angle, scale, sigma, optics, s, bits=8, truth_bits=8):
     """``misaligned_stack`` rendered ``s`` times finer and area-sampled: every frame, moved or not,
     sampled once from the same scene (the same layers, motions and blur, in frame pixels)."""
     h, w = size
@@ -109,5 +112,5 @@ def _supersampled(img, soft, n, size, margin, rng, shift, angle, scale, sigma, o
         crop = big[s * margin:s * (margin + h), s * margin:s * (margin + w)]
         aligned.append(_quantised(_area(crop, s), bits))
         mats.append(m)
-    gt = _quantised(_area(canvas[s * margin:s * (margin + h), s * margin:s * (margin + w)], s), bits)
+    gt = _quantised(_area(canvas[s * margin:s * (margin + h), s * margin:s * (margin + w)], s), truth_bits)
     return frames, aligned, gt, mats

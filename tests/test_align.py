@@ -67,3 +67,16 @@ def test_supersampled_stacks_sample_moved_and_unmoved_frames_alike():
         assert psnr(warp(f, m)[0][b:-b, b:-b], a[b:-b, b:-b]) > 48
     for reg, m in zip(register_stack(frames, "similarity")[1:], truth[1:]):
         assert grid_rms(reg.matrix, m, gt.shape[:2]) <= 0.2
+
+
+def test_a_16_bit_truth_renders_the_same_scene_as_the_8_bit_one():
+    # benchmarks/bench_peers.py --part align scores 8-bit frames against the truth in 16 bits: the same
+    # draws, frames and truth, only the truth's rounding differs
+    small = dict(seed=1, supersample=2, shift=4)
+    f8, a8, gt8, m8 = misaligned_stack(2, (40, 48), **small)
+    f, a, gt16, m = misaligned_stack(2, (40, 48), truth_bits=16, **small)
+    assert gt16.dtype == np.uint16 and gt8.dtype == np.uint8 and f[1].dtype == np.uint8
+    assert all(np.array_equal(x, y) for x, y in zip(f8 + a8, f + a)) and np.allclose(m8, m)
+    assert np.abs(gt16 / 257.0 - gt8).max() <= 0.5 + 1e-6 and not np.array_equal(gt16 % 257, 0 * gt16)
+    with pytest.raises(ValueError, match="supersample"):
+        misaligned_stack(2, (40, 48), truth_bits=16)
