@@ -11,7 +11,7 @@ import torch
 
 from rediffuse.groups import rotate_image
 from rediffuse.viz.common import fmt, markdown_table
-from rediffuse.viz.evaluation import focus_boundary_box, fusion_view, zoom_box
+from rediffuse.viz.evaluation import focus_boundary_box, fusion_view, truth_error_view, zoom_box
 from rediffuse.viz.theorems import plot_error_maps, turned_input
 
 
@@ -63,6 +63,20 @@ def test_focus_boundary_box_straddles_the_boundary():
     b = np.hstack([flat[:, :40], sharp[:, 40:]])
     top, left = focus_boundary_box(a, b, 16)
     assert left + 8 == pytest.approx(40, abs=2)
+
+
+def test_truth_error_view_shows_each_error_against_the_truth_and_the_band():
+    rng = np.random.default_rng(0)
+    gt = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    off = gt.copy()
+    off[:, :12] = np.clip(off[:, :12].astype(int) + 9, 0, 255).astype(np.uint8)  # 9 levels off on the left half
+    band = np.zeros((20, 24), np.uint8)
+    band[:, 10:14] = 255
+    fig = truth_error_view({"fused": off, "truth": gt}, gt, band, scores={"fused": {"PSNR": 30.0}})
+    error = fig.axes[2].get_images()[0].get_array()
+    assert error.shape == (20, 24) and np.allclose(error[:, 12:], 0) and error[:, :12].mean() > 5
+    assert np.array_equal(fig.axes[3].get_images()[0].get_array(), band > 0)  # the truth's panel: the band
+    assert "PSNR 30.00" in fig.axes[0].get_title() and fig.axes[3].get_title() == "focus-boundary band"
 
 
 def test_small_numbers_keep_their_size_in_tables():

@@ -1,5 +1,5 @@
-"""Figures for notebook 04: visual comparison with zoomed crops, difference images, scatter plots,
-QG's per-pixel pieces, and the fused-image explorer (pair, methods, zoom)."""
+"""Figures for notebook 04: visual comparison with zoomed crops, difference images, errors against a
+ground truth, scatter plots, QG's per-pixel pieces, and the fused-image explorer (pair, methods, zoom)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -70,6 +70,33 @@ def error_maps(maps: dict[str, np.ndarray], title: str = "|Φ(rot I) − rot Φ(
         ax.axis("off")
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
     fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def truth_error_view(images: dict[str, np.ndarray], gt: np.ndarray, band: np.ndarray | None = None,
+                     scores: dict[str, dict[str, float]] | None = None, vmax: float = 20.0, size: float = 2.5):
+    """Each image (top) and its grey-level error against the ground truth ``gt`` (bottom, |x − gt| on one
+    scale up to ``vmax``): sources show where they are defocused, fused images where they miss. The
+    focus-boundary ``band`` (``[H, W]`` bool or 0/255) is outlined on the error maps; ``scores``: name →
+    numbers written under the name (e.g. PSNR)."""
+    g = _grey(gt)
+    fig, axes = plt.subplots(2, len(images), figsize=(size * len(images), 2 * size + 0.6), squeeze=False,
+                             layout="constrained")
+    for j, (name, img) in enumerate(images.items()):
+        kw = {"cmap": "gray", "vmin": 0, "vmax": 255} if img.ndim == 2 else {}
+        axes[0, j].imshow(img, **kw)
+        row = (scores or {}).get(name, {})
+        axes[0, j].set_title(name + "".join(f"\n{k} {v:.2f}" for k, v in row.items()), fontsize=8)
+        if band is not None and np.array_equal(img, gt):  # no error to show: show the band itself
+            axes[1, j].imshow(np.asarray(band) > 0, cmap="gray")
+            axes[1, j].set_title("focus-boundary band", fontsize=8)
+        else:
+            im = axes[1, j].imshow(np.abs(_grey(img) - g), cmap="inferno", vmin=0, vmax=vmax)
+            if band is not None:
+                axes[1, j].contour(np.asarray(band) > 0, levels=[0.5], colors="cyan", linewidths=0.5)
+        for ax in axes[:, j]:
+            ax.axis("off")
+    fig.colorbar(im, ax=axes[1].tolist(), shrink=0.9, label="|x − truth| (grey levels)")
     return fig
 
 
