@@ -137,11 +137,27 @@ def load_model(path: str | Path, ema: bool = True, map_location: Any = "cpu") ->
     return model.eval(), ck.get("config", {})
 
 
-def export_checkpoint(src: str | Path, dst: str | Path, **meta: Any) -> Path:
+def export_checkpoint(src: str | Path, dst: str | Path, *, ema_only: bool = False,
+                      dtype: torch.dtype | None = None, **meta: Any) -> Path:
     """Write a slim, shippable copy of a training checkpoint: weights, EMA weights, configs, step and
-    ``meta`` (e.g. wall time, hardware) — no optimizer state."""
+    ``meta`` (e.g. wall time, hardware) — no optimizer state.
+
+    ``ema_only``: keep only the EMA weights (what inference uses), stored as ``model``; ``dtype`` (e.g.
+    ``torch.float16``): store the floating-point weights in it, halving the file. They are read back
+    into the network's float32 parameters, so the model is the same up to that rounding."""
     ck = load_checkpoint(src)
     slim = {k: ck[k] for k in ("model", "ema", "config", "model_config", "step") if k in ck}
-    slim["meta"] = meta
+    if ema_only:
+        if not ck.get("ema"):
+            raise ValueError(f"{src} has no EMA weights to export; export it without ema_only")
+        slim["model"] = slim.pop("ema")
+    if dtype is not None:
+        for part in _DIGESTED:
+            if isinstance(slim.get(part), dict):
+                slim[part] = {k: v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v
+                              for k, v in slim[part].items()}
+    slim["meta"] = dict(meta, **({"stored": ("EMA only" if ema_only else "model and EMA")
+                                  + (f", {str(dtype).removeprefix('torch.')}" if dtype else "")}
+                                 if ema_only or dtype else {}))
     save_checkpoint(dst, slim)
     return Path(dst)

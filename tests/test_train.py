@@ -68,6 +68,30 @@ def test_exported_checkpoint_is_slim_and_loads(tmp_path):
         assert torch.equal(a(x, torch.tensor([3])), b(x, torch.tensor([3])))
 
 
+def test_an_ema_only_half_precision_export_is_the_ema_model_up_to_rounding(tmp_path):
+    from rediffuse.train import export_checkpoint
+
+    train(tiny_cfg(steps=2), tmp_path, progress=False)
+    full = tmp_path / "last.pt"
+    out = export_checkpoint(full, tmp_path / "half.pt", ema_only=True, dtype=torch.float16)
+    ck = torch.load(out, weights_only=True)
+    assert "ema" not in ck and "optimizer" not in ck and ck["meta"]["stored"] == "EMA only, float16"
+    assert {v.dtype for v in ck["model"].values() if v.is_floating_point()} == {torch.float16}
+    ema, _ = load_model(full)  # the EMA weights, in float32
+    plain, _ = load_model(full, ema=False)
+    half, _ = load_model(out)
+    assert all(p.dtype == torch.float32 for p in half.parameters())
+    x, t = torch.randn(1, 3, 24, 24), torch.tensor([3])
+    with torch.no_grad():
+        want, got, other = ema(x, t), half(x, t), plain(x, t)
+    err = (got - want).abs().max().item()
+    assert 0 < err < 1e-2 * want.abs().max().item() and err < (other - want).abs().max().item()
+    tiny_run = tmp_path / "no-ema"
+    save_checkpoint(tiny_run / "last.pt", {k: v for k, v in torch.load(full, weights_only=True).items() if k != "ema"})
+    with pytest.raises(ValueError, match="no EMA weights"):
+        export_checkpoint(tiny_run / "last.pt", tmp_path / "x.pt", ema_only=True)
+
+
 def test_bad_checkpoints_give_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")
