@@ -25,7 +25,7 @@
    inputs, loading the model, fusing and writing the output) and the PSNR against the ground truth.
 
 Checkpoints: shipped names (``weights``, the default) or checkpoint files, e.g.
-``checkpoints/runs/layered-plain/last.pt``. Threads default to 1 (the fastest setting for small
+``checkpoints/runs/layered-plain/layered-plain.pt``. Threads default to 1 (the fastest setting for small
 models on the project's 2-core machines).
 """
 from __future__ import annotations

@@ -35,7 +35,7 @@ memory of a long focus stack; and how close a registered stack fuses to the alig
 4. ``ecc`` (only when asked): the registration error of the align part's 16-bit stacks for several
    sizes of ECC's Gaussian smoothing.
 
-Checkpoints: shipped names (``weights``, the default) or files, e.g. ``checkpoints/runs/layered-plain/last.pt``.
+Checkpoints: shipped names (``weights``, the default) or files, e.g. ``checkpoints/runs/layered-plain/layered-plain.pt``.
 Threads default to 1 (the fastest for small models on the project's 2-core machines).
 """
 from __future__ import annotations
