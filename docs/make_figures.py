@@ -51,16 +51,15 @@ def main() -> None:
         gt, band = read_image(gt_path), read_image(folder / "band" / f"{stem}.png") > 0
         fused = {"model": model.fuse([a, b]), "GFF": gff.fuse([a, b])}
         scores = {n: {"PSNR": psnr(f, gt), **band_scores(f, gt, band)} for n, f in fused.items()}
-        pairs.append((scores["model"]["PSNR-band"] - scores["GFF"]["PSNR-band"], stem, a, b, gt, fused, scores))
+        pairs.append((scores["model"]["PSNR-band"] - scores["GFF"]["PSNR-band"], stem, a, b, gt, band, fused, scores))
     pairs.sort(key=lambda t: t[0])
-    lead, stem, a, b, gt, fused, scores = pairs[len(pairs) // 2]
+    lead, stem, a, b, gt, band, fused, scores = pairs[len(pairs) // 2]  # the upper median
     print(f"{folder.name}: the model leads GFF in the band by {np.median([t[0] for t in pairs]):.2f} dB "
           f"(median over {len(pairs)} pairs; shown: {stem}, {lead:.2f} dB)")
     images = {"source A": a, "source B": b, "GFF": fused["GFF"], f"model ({args.model})": fused["model"],
               "ground truth": gt}
     shown = {"GFF": scores["GFF"], f"model ({args.model})": scores["model"]}
     shown = {n: {"PSNR": r["PSNR"], "PSNR in band": r["PSNR-band"]} for n, r in shown.items()}
-    band = read_image(folder / "band" / f"{stem}.png")
     fig = truth_error_view(images, gt, band, scores=shown)
     fig.suptitle(f"held-out pair {stem} ({folder.name}, the median of {len(pairs)} pairs by the model's lead in the "
                  "band); bottom: error against the truth, the 15-px focus-boundary band outlined", fontsize=9)
