@@ -223,10 +223,10 @@ def part_align(ckpt: str, shapes: list[tuple[int, int]], seeds: int, bits: int =
             finally:
                 stack.register = register
             row = dict(size=f"{w}×{h}", seed=seed)
+            gt8 = np.clip(np.rint(gt16 / 257.0), 0, 255).astype(np.uint8) if bits == 8 else None
             for k in kinds:
                 row[k] = _grey_psnr(crop(fused[k]), crop(gt16))
-                if bits == 8:
-                    gt8 = np.clip(np.rint(gt16 / 257.0), 0, 255).astype(np.uint8)
+                if gt8 is not None:
                     row[f"{k}_vs_8bit_truth"] = psnr(crop(fused[k]), crop(gt8))
             row["registration_error_px"] = max(grid_rms(r.matrix, m, (h, w)) for r, m in zip(found[-2:], truth[1:]))
             rows.append(row)

@@ -156,8 +156,9 @@ def export_checkpoint(src: str | Path, dst: str | Path, *, ema_only: bool = Fals
             if isinstance(slim.get(part), dict):
                 slim[part] = {k: v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v
                               for k, v in slim[part].items()}
-    slim["meta"] = dict(meta, **({"stored": ("EMA only" if ema_only else "model and EMA")
-                                  + (f", {str(dtype).removeprefix('torch.')}" if dtype else "")}
-                                 if ema_only or dtype else {}))
+    if ema_only or dtype is not None:  # say what the file holds when it is not the plain export
+        stored = "EMA only" if ema_only else "model and EMA"
+        meta = dict(meta, stored=stored + (f", {str(dtype).removeprefix('torch.')}" if dtype else ""))
+    slim["meta"] = meta
     save_checkpoint(dst, slim)
     return Path(dst)

@@ -54,7 +54,7 @@ def misaligned_stack(n: int, size: tuple[int, int] = (192, 256), seed: int = 0, 
     if supersample > 1:
         return _supersampled(img, soft, n, size, margin, rng, shift, angle, scale, sigma, optics, supersample, bits,
                              truth_bits or bits)
-    if bits != 8 or (truth_bits or 8) != 8:
+    if bits != 8 or truth_bits not in (None, 8):
         raise ValueError("16 bits need supersample > 1")
     blurred = blur(canvas, "gaussian", sigma).astype(np.float32)
     to_canvas = np.eye(3)

@@ -80,6 +80,7 @@ def truth_error_view(images: dict[str, np.ndarray], gt: np.ndarray, band: np.nda
     focus-boundary ``band`` (``[H, W]`` bool or 0/255) is outlined on the error maps; ``scores``: name →
     numbers written under the name (e.g. PSNR)."""
     g = _grey(gt)
+    im = None
     fig, axes = plt.subplots(2, len(images), figsize=(size * len(images), 2 * size + 0.6), squeeze=False,
                              layout="constrained")
     for j, (name, img) in enumerate(images.items()):
@@ -96,7 +97,8 @@ def truth_error_view(images: dict[str, np.ndarray], gt: np.ndarray, band: np.nda
                 axes[1, j].contour(np.asarray(band) > 0, levels=[0.5], colors="cyan", linewidths=0.5)
         for ax in axes[:, j]:
             ax.axis("off")
-    fig.colorbar(im, ax=axes[1].tolist(), shrink=0.9, label="|x − truth| (grey levels)")
+    if im is not None:
+        fig.colorbar(im, ax=axes[1].tolist(), shrink=0.9, label="|x − truth| (grey levels)")
     return fig
 
 
