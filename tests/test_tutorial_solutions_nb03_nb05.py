@@ -1,5 +1,6 @@
 """Exercises of notebooks 03 (x̂0 from ε, the DDPM posterior) and 05 (a DDIM step, few-step timesteps):
-the references pass, typical wrong answers fail with a message naming the slip, unwritten ones fall back."""
+the references pass, typical wrong answers fail with a message naming the slip (the feedback states:
+test_tutorial_feedback.py)."""
 import math
 
 import numpy as np
@@ -8,6 +9,12 @@ import torch
 
 from rediffuse import tutorial_solutions as ts
 from rediffuse.diffusion import cosine_schedule, ddim_sampler, posterior_mean_step, sampling_timesteps
+
+
+@pytest.fixture(autouse=True)
+def strict_checks(monkeypatch):
+    """These tests name wrong answers by the ExerciseError a strict check raises (graders' mode)."""
+    monkeypatch.setattr(ts, "STRICT", True)
 
 
 def test_references_pass_their_checks():
@@ -130,16 +137,3 @@ def test_sample_with_the_exercises_equals_the_library_sampler():
     ours = ts.sample_with(ts.ddim_update, ts.few_step_timesteps(50, 6), model, cond, x_T, sch)
     lib = ddim_sampler(model, cond, x_T.shape, sch, 6, x_T=x_T, prediction="weights")
     assert torch.allclose(ours, lib, atol=1e-6)
-
-
-def test_unwritten_exercises_fall_back_to_the_reference():
-    @ts.exercise("ddim_update")
-    def ddim_update(x_t, x0_hat, schedule, t, t_prev):
-        raise NotImplementedError
-
-    @ts.exercise("x0_from_eps")
-    def x0_from_eps(x_t, eps, alpha_bar):
-        raise NotImplementedError
-
-    assert ts.check_ddim_update(ddim_update).startswith("correct")
-    assert ts.check_x0_from_eps(x0_from_eps).startswith("correct")

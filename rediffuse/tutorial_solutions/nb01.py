@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from ..bconv import GroupConv2d, LiftConv2d
 from ..groups import rotate_fields, rotate_image
-from ._core import ExerciseError, reference
+from ._core import ExerciseError, grader, reference
 
 __all__ = ["group_conv_filter", "lift_conv", "check_group_conv_filter", "check_lift_conv"]
 
@@ -48,6 +48,29 @@ def _layer(cls, *args, seed: int = 0, **kwargs):
     return layer
 
 
+def _shape_hint(error: BaseException) -> str | None:
+    """Name the usual cause of an exception raised inside a student's filter code."""
+    text = str(error)
+    if "einsum" in text:
+        return ("an einsum's subscripts do not fit the shapes: weight is [O, I, m, R] (group conv) or [O, C, R] "
+                "(lift), basis_t is [m, p, p, R]; the letter r must be the last axis of both")
+    if "index" in text and "out of bounds" in text:
+        return "an index runs past the orientation axis: wrap it with % m"
+    return None
+
+
+def _lift_hint(error: BaseException) -> str | None:
+    text = str(error)
+    if "bias" in text:
+        return ("F.conv2d takes one bias value per output channel (O·m of them), and the layer has one per field "
+                "(O): repeat each field's value over its m orientations, bias.repeat_interleave(m)")
+    if "weight of size" in text or "channels" in text:
+        return ("the filter must be [O·m, C, p, p] (output channels first, then the image's C input channels) "
+                "before F.conv2d")
+    return _shape_hint(error)
+
+
+@grader(_shape_hint)
 def check_group_conv_filter(fn: Callable) -> str:
     """Compare ``fn(weight, basis_t)`` with ``GroupConv2d``'s own expansion (m = 4 and 8); raise
     :class:`ExerciseError` naming the first wrong (t, a) block, else return a short report."""
@@ -68,6 +91,7 @@ def check_group_conv_filter(fn: Callable) -> str:
     return "correct: your expansion equals GroupConv2d's for m = 4 and m = 8"
 
 
+@grader(_lift_hint)
 def check_lift_conv(fn: Callable) -> str:
     """Compare ``fn(x, weight, basis_t, bias)`` with ``LiftConv2d`` and test its equivariance."""
     layer = _layer(LiftConv2d, 2, 3, 5, m=4)

@@ -9,7 +9,7 @@ import torch
 
 from ..groups import rotate_fields
 from ..theory import ChannelBiasConv, envelope_constant as _envelope_constant, loglog_fit
-from ._core import ExerciseError, reference
+from ._core import ExerciseError, grader, reference
 
 __all__ = ["bias_offset", "envelope_constant", "check_bias_offset", "check_envelope_constant"]
 
@@ -34,6 +34,7 @@ def _cycled_offset(bias: torch.Tensor, m: int, shift: int) -> torch.Tensor:
     return bias - bias.reshape(-1, m).roll(shift, dims=1).reshape(-1)
 
 
+@grader()
 @torch.no_grad()
 def check_bias_offset(fn: Callable) -> str:
     """Compare ``fn(bias, m, k)`` with what a conv with a per-channel bias (``theory.ChannelBiasConv``)
@@ -84,6 +85,7 @@ def _envelope_cases() -> list[tuple[np.ndarray, np.ndarray]]:
     ]
 
 
+@grader()
 def check_envelope_constant(fn: Callable) -> str:
     """``fn(deltas, errors)`` must return the smallest ``C`` with ``C·δ ≥ error`` at every point."""
     for i, (d, e) in enumerate(_envelope_cases(), start=1):

@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 
 from ..diffusion import NoiseSchedule, cosine_schedule, posterior_coefficients, posterior_mean_step, predict_x0_eps
-from ._core import ExerciseError, reference
+from ._core import ExerciseError, grader, reference
 
 __all__ = ["x0_from_eps", "posterior_step", "check_x0_from_eps", "check_posterior_step"]
 
@@ -52,6 +52,7 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@grader()
 def check_x0_from_eps(fn: Callable, schedule: NoiseSchedule | None = None) -> str:
     """Compare ``fn(x_t, eps, alpha_bar)`` with the library's ``predict_x0_eps`` (ε-prediction, no clamp)
     at several timesteps of the cosine schedule; the message names the slip it recognises."""
@@ -86,6 +87,7 @@ def check_x0_from_eps(fn: Callable, schedule: NoiseSchedule | None = None) -> st
     return f"correct: your x̂0 equals the library's at t = {', '.join(map(str, _CHECK_T))}"
 
 
+@grader()
 def check_posterior_step(fn: Callable, schedule: NoiseSchedule | None = None) -> str:
     """Compare ``fn(x_t, x0_hat, schedule, t)`` → ``(mean, variance)`` with the library's
     ``posterior_coefficients`` / ``posterior_mean_step`` (the update of the paper's Eq. 6)."""

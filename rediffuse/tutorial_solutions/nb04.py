@@ -15,7 +15,7 @@ from scipy import ndimage
 from ..metrics import mutual_information as _mutual_information
 from ..metrics import qabf as _qabf
 from ..metrics import qg as _qg
-from ._core import ExerciseError, reference
+from ._core import ExerciseError, grader, reference
 
 __all__ = ["mutual_information", "qg_by_hand", "toy_pair", "toy_triple", "check_mutual_information",
            "check_qg_by_hand", "QG_MAX"]
@@ -118,6 +118,7 @@ def _mi_hint(got: float, want: float, s: np.ndarray, f: np.ndarray) -> str:
             f"H(S, F) = {hsf:.4g}); build the joint histogram from the pairs (s[i], f[i]) of the same pixel")
 
 
+@grader()
 def check_mutual_information(fn: Callable) -> str:
     """``fn(s, f)`` must return MI(S, F) in bits, as ``rediffuse.metrics.mutual_information`` computes it,
     on six pairs (the toy pair, an image with itself and with its negative, a constant, independent noise,
@@ -247,6 +248,7 @@ def _qg_cases() -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
     ]
 
 
+@grader()
 def check_qg_by_hand(fn: Callable) -> str:
     """``fn(a, b, f)`` (float64 grey levels ``[H, W]``) must return ``rediffuse.metrics.qg`` of the same
     images, to 1e-6, on four triples (the toy triple, random images, stripes, a focus pair)."""

@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 import torch
 
 from ..diffusion import NoiseSchedule, cosine_schedule, ddim_step, posterior_mean_step, predict_x0_eps
-from ._core import ExerciseError, reference
+from ._core import ExerciseError, grader, reference
 
 __all__ = ["ddim_update", "few_step_timesteps", "check_ddim_update", "check_few_step_timesteps",
            "sample_with"]
@@ -47,6 +47,7 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@grader()
 def check_ddim_update(fn: Callable, schedule: NoiseSchedule | None = None) -> str:
     """Compare ``fn(x_t, x0_hat, schedule, t, t_prev)`` with the library's ``ddim_step`` (η = 0) on long
     jumps, short ones and the final step to t_prev = −1; the message names the slip it recognises."""
@@ -94,6 +95,7 @@ def check_ddim_update(fn: Callable, schedule: NoiseSchedule | None = None) -> st
     return "correct: your step equals the library's DDIM step on long and short jumps and on the last step to x0"
 
 
+@grader()
 def check_few_step_timesteps(fn: Callable) -> str:
     """Check what a k-step schedule must be, not one rounding convention: ``steps`` whole numbers,
     strictly decreasing, from T−1 to 0, gaps that differ by at most one."""

@@ -9,7 +9,7 @@ import torch
 from ..groups import rotate_image
 from ..layers import Plain, RotE
 from ..unet import ReDiffuseUNet, count_parameters
-from ._core import ExerciseError, reference
+from ._core import ExerciseError, grader, reference
 
 __all__ = ["conv_parameters", "predict_turned_output", "check_conv_parameters", "check_predict_turned_output",
            "turn_or_mirror"]
@@ -54,6 +54,7 @@ def _measured_counts(i: int, o: int, m: int, p: int) -> dict[str, int]:
     return {"rote": count_parameters(RotE(m, "bconv").conv(i, o, p)), "plain": count_parameters(Plain(m).conv(i, o, p))}
 
 
+@grader()
 def check_conv_parameters(fn: Callable) -> str:
     """``fn(in_fields, out_fields, m, kernel_size)`` against the layers ``rediffuse.layers`` builds."""
     for i, o, m, p in _PARAM_CASES:
@@ -113,6 +114,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / (b.norm() + 1e-12))
 
 
+@grader()
 @torch.no_grad()
 def check_predict_turned_output(fn: Callable) -> str:
     """``fn(output, k, flip, equivariant)`` against what a Rot-E U-Net and its plain twin (random
