@@ -109,9 +109,26 @@ def parameter_table(base: int = 16, mults=(1, 2, 4), groups: int = 4, channels: 
 def central_crops(folder: str | Path, out_dir: str | Path, size: int, *, stems=None, limit: int | None = None) -> Path:
     """Write the central ``size``² square of every image (sources and ``GT/`` if present) of the
     first ``limit`` pairs of ``folder`` (or of ``stems``) to ``out_dir`` as PNG, in the same layout;
-    images already there are kept. Returns ``out_dir``."""
+    images already there are kept. Returns ``out_dir``.
+
+    ``out_dir`` is a cache owned by this function: its ``SOURCE.txt`` names the folder and size the
+    crops were cut from. When that differs (synthetic pairs earlier, the benchmark data now), or a
+    folder of PNGs carries no ``SOURCE.txt`` (an older version), the crops there are removed first,
+    so crops of two sources never mix."""
     ds = FusionFolder(folder, stems=stems)
     out = Path(out_dir)
+    manifest = out / "SOURCE.txt"
+    made_from = f"central {int(size)}px crops of {Path(folder).resolve()}\n"
+    old = manifest.read_text() if manifest.is_file() else None
+    if old != made_from:
+        for sub in (out.iterdir() if out.is_dir() else ()):
+            if sub.is_dir() and not sub.name.startswith("."):
+                for png in sub.glob("*.png"):
+                    png.unlink()
+                if not any(sub.iterdir()):  # an empty GT/ would still say "this set has ground truth"
+                    sub.rmdir()
+        out.mkdir(parents=True, exist_ok=True)
+        manifest.write_text(made_from)
     for stem in ds.stems[:limit] if limit else ds.stems:
         if all((out / k / f"{stem}.png").is_file() for k in ds.keys):
             continue

@@ -83,6 +83,31 @@ def test_central_crops_write_the_middle_of_each_pair_once(tmp_path):
     assert len(FusionFolder(out)) == 3 and (out / "A" / f"{ds.stems[0]}.png").stat().st_mtime_ns == stamp
 
 
+def test_central_crops_of_another_source_replace_the_stale_ones(tmp_path):
+    """A fresh clone crops synthetic pairs (with GT/); the same folder later gets crops of a set
+    without GT/ (Lytro, once the data is there): no stale file of the first source remains."""
+    import shutil
+
+    from rediffuse.ablation import central_crops
+    from rediffuse.data import FusionFolder, generate_synthetic_folder
+
+    syn = generate_synthetic_folder(tmp_path / "syn", n=2, seed=0, size=40)
+    real = tmp_path / "real"
+    for key in ("A", "B"):  # another source, other stems, no ground truth
+        (real / key).mkdir(parents=True)
+        for stem in FusionFolder(syn).stems:
+            shutil.copy(syn / key / f"{stem}.png", real / key / f"pair-{stem}.png")
+    out = central_crops(syn, tmp_path / "crops", 24)
+    assert FusionFolder(out).has_gt
+    out = central_crops(real, out, 24)
+    ds = FusionFolder(out)  # would raise on GT/ stems that A/ and B/ lack
+    assert not ds.has_gt and all(s.startswith("pair-") for s in ds.stems) and len(ds) == 2
+    (out / "SOURCE.txt").unlink()  # crops of an older version (no manifest) are not trusted either
+    stamp = (out / "A" / f"{ds.stems[0]}.png").stat().st_mtime_ns
+    central_crops(real, out, 24)
+    assert (out / "A" / f"{ds.stems[0]}.png").stat().st_mtime_ns != stamp and len(FusionFolder(out)) == 2
+
+
 def test_replace_other_retrains_a_disposable_run_and_changes_its_key(tmp_path):
     import dataclasses
 
