@@ -80,7 +80,7 @@ from .baselines import guided_coefficients
 from .checkpoint import load_model
 from .data import luminance, tensor_to_image, ycbcr_to_rgb
 from .diffusion import PREDICTIONS, SAMPLERS, get_sampler, get_schedule, sampling_timesteps
-from .imageio import read_image_native
+from .imageio import TiffPage, read_image_native, stack_frames
 from .layers import resize
 from .runtime import exact_precision, resolve_device
 from .stack import (TAU, FrameReader, accumulate, check_sizes, fuse_fold, fuse_softmax, logit_store, write_depth_map,
@@ -166,7 +166,8 @@ TILE_BUDGET_BYTES = 768 * 2**20
 # measured on the default model (base 16, mults 1 2 4: ≈ 1.27 kB/px at 512²) and rounded up.
 _BYTES_PER_PX_PER_BASE_CHANNEL = 80
 
-ImageLike = Union[np.ndarray, str, os.PathLike]
+# a TiffPage is one page (z-slice) of a multi-page TIFF, read when needed (imageio.stack_frames)
+ImageLike = Union[np.ndarray, str, os.PathLike, TiffPage]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -677,12 +678,13 @@ class SamplingSettings:
 # --------------------------------------------------------------------------------------------------
 
 
-def load_stack_image(path: str | os.PathLike) -> np.ndarray:
+def load_stack_image(path: str | os.PathLike | TiffPage) -> np.ndarray:
     """Read one image of a stack at the precision it was stored with: ``uint8`` for 8-bit files,
     ``uint16`` for 16-bit PNG/TIFF (grey or colour), ``float32`` in [0, 1] for floating-point TIFF.
     EXIF orientation applied; alpha dropped with a warning; one-line ``FileNotFoundError``/``ValueError``
-    for missing or unreadable files."""
-    return read_image_native(path)
+    for missing or unreadable files. A ``TiffPage`` (a z-stack's page) is decoded alone (a blank
+    page is an error)."""
+    return path.read() if isinstance(path, TiffPage) else read_image_native(path)
 
 
 def _on_8bit_levels(v: np.ndarray) -> bool:
@@ -693,7 +695,7 @@ def _on_8bit_levels(v: np.ndarray) -> bool:
 def _as_array(img: ImageLike, name: str) -> tuple[np.ndarray, int]:
     """An image of the stack as uint8 or float32 0–255, ``[H, W]`` or ``[H, W, 3]``, and the bits
     per channel it carries (8, or 16 for finer levels)."""
-    a = load_stack_image(img) if isinstance(img, (str, os.PathLike)) else np.asarray(img)
+    a = load_stack_image(img) if isinstance(img, (str, os.PathLike, TiffPage)) else np.asarray(img)
     if a.ndim == 3 and a.shape[-1] == 1:
         a = a[..., 0]
     if a.ndim == 3 and a.shape[-1] in (2, 4):
@@ -743,21 +745,24 @@ def check_stack(arrays: Sequence[np.ndarray], names: Sequence[str], min_side: in
     check_sizes([a.shape[:2] for a in arrays], names, min_side)
 
 
-def fuse(images: Sequence[ImageLike], model: FusionModel | str | os.PathLike | None = None, *,
+def fuse(images: Sequence[ImageLike] | str | os.PathLike, model: FusionModel | str | os.PathLike | None = None, *,
          sampler: str | None = None, steps: int | None = None, seed: int = 0, device: str = "cpu",
          tile: int | str | None = "auto", overlap: int | None = None, progress: bool = False,
          callback: Callable[[], None] | None = None, names: Sequence[str] | None = None,
          settings: SamplingSettings | None = None, bits: int | None = None, align: str = "none",
          reference: int = 0, symmetric: bool | None = None, depth_map: str | os.PathLike | None = None,
          save_weights: str | os.PathLike | None = None, log: Callable[[str], None] | None = None,
-         colour: str = "auto", speed: str | None = None) -> np.ndarray:
+         colour: str = "auto", speed: str | None = None, depth_index: bool = False) -> np.ndarray:
     """Fuse a focus stack; returns ``[H, W]`` (all grey) or ``[H, W, 3]``, the size of the reference
     frame (all frames have one size), as ``uint8`` or ``uint16`` (see ``bits``).
 
     ``images``: N ≥ 2 arrays (``uint8``, ``uint16`` or float in [0, 1]; ``[H, W]``, ``[H, W, 3]``, an
     alpha channel is dropped with a warning) or file names (read with EXIF orientation, 16-bit
     precision kept), all of one size. File names are read when needed (two to four times), so a
-    stack of many large frames is never in memory at once. ``model``: a ``FusionModel``, a
+    stack of many large frames is never in memory at once. A single path stands for the frames it
+    holds (``imageio.stack_frames``): every page (z-slice) of a multi-page TIFF, read one page at a
+    time, or the image files of a folder in natural order; such pages (``imageio.TiffPage``) may
+    also be given in the sequence. ``model``: a ``FusionModel``, a
     checkpoint path, or ``None`` for ``DEFAULT_CHECKPOINT`` (loaded on ``device``).
     ``sampler``/``steps``: default the model's (``FusionModel.default_sampler``). ``tile``:
     ``"auto"``, a tile side in pixels, or 0/None for whole images; ``overlap`` defaults to a quarter
@@ -780,7 +785,8 @@ def fuse(images: Sequence[ImageLike], model: FusionModel | str | os.PathLike | N
     order-independent N-frame fusion (see the module docstring); ``None`` = on for N > 2 and
     ``SYMMETRIC_PAIRS`` for N = 2; needs a weight-map model (ε/x₀ models fold pairwise).
     ``depth_map``: write there an image of each pixel's strongest frame (``stack.write_depth_map``:
-    frame i at grey round(i·255/(N−1))); ``save_weights``: write each frame's weight map into that
+    frame i at grey round(i·255/(N−1)); with ``depth_index`` the index i itself, 16-bit, which needs
+    a PNG or TIFF path); ``save_weights``: write each frame's weight map into that
     folder (``weight-01.png``, …, 16-bit, weight × 65535). ``log(message)`` receives one-line notes
     (the alignment decision). ``colour`` (colour stacks, luminance models): ``"weights"`` applies
     each frame's weight map to its R, G and B (every output pixel a convex combination of the
@@ -790,13 +796,23 @@ def fuse(images: Sequence[ImageLike], model: FusionModel | str | os.PathLike | N
     """
     if bits not in (None, 8, 16):
         raise ValueError(f"bits must be 8, 16 or None (follow the inputs), got {bits!r}")
-    if isinstance(images, (str, os.PathLike, np.ndarray)):
+    if isinstance(images, np.ndarray):
         raise TypeError("fuse expects a sequence of images (arrays or file names), not a single image")
+    if isinstance(images, (str, os.PathLike)):  # a z-stack (multi-page TIFF) or a folder of frames
+        stack = images
+        images = stack_frames(stack)
+        if len(images) < 2:
+            raise ValueError(f"need at least two images to fuse: {stack} holds {len(images) or 'no'} "
+                             f"image{'' if len(images) == 1 else 's'}, and a stack needs two or more (a multi-page "
+                             "TIFF, a folder of frames, or a list of images)")
     images = list(images)
     if len(images) < 2:
         raise ValueError(f"need at least two images to fuse, got {len(images)}")
+    if depth_index and depth_map is not None and Path(depth_map).suffix.lower() not in (".png", ".tif", ".tiff"):
+        raise ValueError(f"a depth map of frame indices needs 16 bits: name a .png or .tif file, not {depth_map}")
     if names is None:
-        names = [str(im) if isinstance(im, (str, os.PathLike)) else f"image {i + 1}" for i, im in enumerate(images)]
+        names = [str(im) if isinstance(im, (str, os.PathLike, TiffPage)) else f"image {i + 1}"
+                 for i, im in enumerate(images)]
     names = [str(n) for n in names]
     if len(names) != len(images):
         raise ValueError(f"got {len(names)} names for {len(images)} images")
@@ -866,7 +882,7 @@ def fuse(images: Sequence[ImageLike], model: FusionModel | str | os.PathLike | N
                 fused, acc = fuse_fold(frames, pair, channels=c, depth=depth_map is not None, keep=keep, rgb=rgb)
             del total_sum
             if depth_map is not None:
-                write_depth_map(depth_map, acc.index, n)
+                write_depth_map(depth_map, acc.index, n, as_index=depth_index)
             if save_weights is not None:
                 write_weight_maps(save_weights, acc, names)
             del acc

@@ -9,6 +9,9 @@
   ``os.replace``), so an interrupted run or a full disk never leaves a half-written image behind.
   ``uint16`` arrays are written at 16 bits to PNG and TIFF, and at 8 bits (with a warning) to
   formats that hold no more (JPEG, WebP, BMP, ...).
+- ``stack_frames(path)`` -> the frames a z-stack or folder stands for: one :class:`TiffPage` per
+  page (z-slice) of a multi-page TIFF (ImageJ/Fiji, Micro-Manager, OME-TIFF), each decoded alone by
+  its ``read()`` when needed, or a folder's image files in natural order.
 
 Pillow decodes 16-bit colour PNG and TIFF to 8 bits per channel, so those two go through
 ``imagecodecs`` and ``tifffile`` (C codecs by the same author; tifffile ships with scikit-image).
@@ -21,9 +24,12 @@ from __future__ import annotations
 
 import errno
 import io
+import math
 import os
+import re
 import secrets
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, IO
 
@@ -32,7 +38,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = ["IMAGE_EXTENSIONS", "SIXTEEN_BIT_FORMATS", "read_image", "read_image_float", "read_image_native",
-           "write_image", "to_uint8"]
+           "write_image", "to_uint8", "TiffPage", "stack_frames"]
 
 #: Formats ``write_image`` writes at 16 bits per channel; every other format gets 8 bits.
 SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
@@ -345,3 +351,194 @@ def write_image(path: str | os.PathLike, arr: np.ndarray, **save_kwargs: Any) ->
             raise err from None
         raise
     return path
+
+
+# --------------------------------------------------------------------------------------------------
+# Stacks: multi-page TIFF z-stacks and folders of frames
+# --------------------------------------------------------------------------------------------------
+
+_TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic TIFF and BigTIFF, both byte orders
+
+# tifffile series kinds read page by page (bare multi-page TIFFs: their pages are the frames, and pages
+# of different sizes must be reported, not split into series). Every other kind (ImageJ/Fiji, OME,
+# Micro-Manager, Zeiss LSM, ...) is read through its series, whose axes say which pages form one
+# z-slice: one page, or one per channel.
+_PLAIN_KINDS = ("generic", "uniform", "shaped")
+
+_MINISWHITE = 0  # TIFF PhotometricInterpretation: 0 is white (Pillow inverts these, so do we)
+_AXIS_NAMES = {"T": "time points", "Z": "z-slices", "C": "channels", "P": "positions", "R": "tiles", "I": "images",
+               "Q": "planes", "A": "angles", "L": "lambdas", "H": "phases", "E": "lambdas", "V": "views"}
+
+
+@dataclass(frozen=True)
+class TiffPage:
+    """Frame ``index`` (from 0) of the ``count`` frames of a z-stack kept in the TIFF file ``path``.
+
+    A frame *source*, not pixels: :meth:`read` decodes this one frame when asked, so a 100-page stack
+    is never decoded at once. ``pages``: the TIFF pages that hold it (one, or the three channel pages
+    R, G, B of a 3-channel hyperstack), indices into ``tifffile.TiffFile.pages`` (``series`` None) or
+    into the pages of ``TiffFile.series[series]``. ``str()`` names it in messages:
+    ``"zstack.tif page 3"`` (counted from 1, as Fiji counts slices)."""
+
+    path: Path
+    index: int
+    count: int
+    pages: tuple[int, ...]
+    series: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.path} page {self.index + 1}"
+
+    def read(self) -> np.ndarray:
+        """The frame at its own precision, as :func:`read_image_native` gives a file: ``uint8``,
+        ``uint16`` or ``float32`` in [0, 1]; ``[H, W]`` grey or ``[H, W, 3]`` RGB. A blank page (every
+        pixel one value) is a one-line ``ValueError``: it has no focus to give, only patches."""
+        import tifffile  # optional import: ships with scikit-image
+
+        try:
+            with tifffile.TiffFile(self.path) as tif:
+                pages = tif.pages if self.series is None else tif.series[self.series].pages
+                planes, orientation = [], 1
+                for k in self.pages:
+                    page = pages[k]
+                    key = page.keyframe  # a TiffFrame holds only data offsets; its metadata is its key frame's
+                    a = page.asarray()
+                    if key.axes.startswith("S"):  # planar RGB: samples first
+                        a = np.moveaxis(a, 0, -1)
+                    if a.dtype == bool:  # bilevel
+                        a = a.astype(np.uint8) * np.uint8(255)
+                    if key.photometric == _MINISWHITE and a.dtype.kind in "ui":
+                        a = np.iinfo(a.dtype).max - a
+                    # a palette (display LUT, as microscopy software writes them) is ignored: the indices are
+                    # the measured intensities, which is what focus is judged on
+                    planes.append(a)
+                    orientation = key.tags.valueof(274, 1)
+        except Exception as e:  # noqa: BLE001 - tifffile and codec errors alike mean an unreadable page to the user
+            raise ValueError(f"cannot read {self} ({type(e).__name__}: {e})") from None
+        raw = planes[0] if len(planes) == 1 else np.stack(planes, -1)
+        if raw.ndim == 3 and raw.shape[-1] == 1:
+            raw = raw[..., 0]
+        if raw.ndim == 3 and raw.shape[-1] in (2, 4):
+            raw = _drop_alpha(raw, self)  # type: ignore[arg-type]  # only named in the warning
+        if not (raw.ndim == 2 or (raw.ndim == 3 and raw.shape[-1] == 3)):
+            raise ValueError(f"cannot read {self}: a page of shape {raw.shape} (expected a grey or RGB image)")
+        op = _ORIENT_NP.get(orientation)
+        a = _native(op(raw) if op is not None else raw, self)  # type: ignore[arg-type]
+        flat = a.reshape(-1, a.shape[-1] if a.ndim == 3 else 1)
+        if flat.size and bool((flat == flat[0]).all()):
+            value = flat[0].tolist()
+            raise ValueError(f"{self} is blank (every pixel is {value[0] if len(value) == 1 else tuple(value)}): "
+                             "remove that page from the stack (in Fiji: Image > Stacks > Delete Slice) and fuse again")
+        return a
+
+
+def stack_frames(path: str | os.PathLike) -> list[Path | TiffPage]:
+    """The frames ``path`` stands for, in order, as sources that ``rediffuse.fuse.fuse`` reads when
+    it needs them (only headers are read here):
+
+    - a folder: its image files (``IMAGE_EXTENSIONS``; hidden and other files skipped) in natural
+      order (``frame2`` before ``frame10``), each standing for its frames as below;
+    - a multi-page TIFF (ImageJ/Fiji, Micro-Manager, OME-TIFF, or bare pages; grey or RGB, 8 or 16
+      bits or float): one :class:`TiffPage` per z-slice. Pages of different sizes, hyperstacks that
+      vary along more than one axis besides channels (time and z, say), and other than 1 or 3
+      channels are one-line ``ValueError``s;
+    - any other path: ``[Path(path)]`` (a missing or unreadable file is reported when it is read).
+
+    Fewer than two frames is no error here: the caller says what a stack needs."""
+    path = Path(path)
+    if path.is_dir():
+        files = [p for p in path.iterdir()
+                 if not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
+        return [frame for p in sorted(files, key=_natural_key) for frame in _file_frames(p)]
+    return _file_frames(path)
+
+
+def _natural_key(p: Path) -> tuple[list[int | str], str]:
+    """Sort key putting frame2 before frame10: the digit runs of the name compared as numbers."""
+    parts = re.split(r"(\d+)", p.name)  # text, number, text, ...: each position holds one type
+    return [int(t) if i % 2 else t.lower() for i, t in enumerate(parts)], p.name
+
+
+def _file_frames(path: Path) -> list[Path | TiffPage]:
+    """A multi-page TIFF's :class:`TiffPage` frames; ``[path]`` for any other file (a one-page TIFF
+    included: Pillow reads it, with the conventions of :func:`read_image_native`)."""
+    frames = _tiff_frames(path) if _is_tiff(path) else []
+    return frames if len(frames) > 1 or (frames and len(frames[0].pages) > 1) else [path]  # type: ignore[return-value]
+
+
+def _is_tiff(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) in _TIFF_SIGNATURES
+    except OSError:  # missing or unreadable: reported when the file is read
+        return False
+
+
+def _tiff_frames(path: Path) -> list[TiffPage]:
+    """The z-slices of a TIFF file from its headers (nothing decoded), one-line errors naming it."""
+    import tifffile  # optional import: ships with scikit-image
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0] if tif.series else None
+            if series is not None and series.kind.lower() not in _PLAIN_KINDS:
+                layout = (series.get_axes(False), series.get_shape(False), len(series.pages))
+                sizes = None
+            else:  # every page a frame, reduced-resolution copies (thumbnails) left out
+                sizes = [(i, (p.imagelength, p.imagewidth)) for i, p in enumerate(tif.pages)
+                         if not p.subfiletype & 1]
+    except Exception as e:  # noqa: BLE001 - any tifffile error means an unreadable file to the user
+        raise ValueError(f"cannot read {path} as a TIFF ({type(e).__name__}: {e})") from None
+    if sizes is not None:
+        if len({s for _, s in sizes}) > 1:
+            groups: dict[tuple[int, int], list[int]] = {}
+            for j, (_, s) in enumerate(sizes):
+                groups.setdefault(s, []).append(j + 1)
+            listing = "; ".join(f"{_numbers('page', nums)} {'is' if len(nums) == 1 else 'are'} {w}×{h}"
+                                for (h, w), nums in groups.items())
+            raise ValueError(f"{path}: its pages differ in size ({listing}); a z-stack's pages must all have one "
+                             "size: remove or crop the odd pages and fuse again")
+        return [TiffPage(path, j, len(sizes), (i,)) for j, (i, _) in enumerate(sizes)]
+    return _series_frames(path, *layout)
+
+
+def _series_frames(path: Path, axes: str, shape: tuple[int, ...], n_pages: int) -> list[TiffPage]:
+    """Frames of ``TiffFile.series[0]`` with (unsqueezed) ``axes`` and ``shape`` over ``n_pages`` pages:
+    its leading axes number the pages (C order), the rest (Y, X, samples) lie inside a page."""
+    k = max(i for i in range(len(shape) + 1) if math.prod(shape[:i]) == n_pages)
+    if set(axes[k:]) - set("YXS"):
+        raise ValueError(f"cannot read {path} one z-slice at a time (its {axes} data is not laid out in pages); "
+                         "save it as a plain TIFF stack (in Fiji: File > Save As > Tiff...) and fuse that")
+    outer = list(zip(axes[:k], shape[:k]))
+    varying = [(i, a, m) for i, (a, m) in enumerate(outer) if m > 1 and a != "C"]
+    if len(varying) > 1:
+        spec = " × ".join(f"{m} {_AXIS_NAMES.get(a, a + ' planes')}" for _, a, m in varying)
+        raise ValueError(f"{path} is a hyperstack of {spec}, and a focus stack varies along one axis: save one "
+                         "z-stack of it (in Fiji: Image > Duplicate..., one time point) and fuse that")
+    channel_pages = math.prod(m for a, m in outer if a == "C")  # one page per channel: 3 make RGB
+    samples = math.prod(m for a, m in zip(axes[k:], shape[k:]) if a == "S")  # inside a page: RGB, maybe alpha
+    if channel_pages not in (1, 3) or (channel_pages == 3 and samples != 1):
+        raise ValueError(f"{path} holds {channel_pages * samples} channels per z-slice, and rediffuse fuses grey "
+                         "or RGB frames: fuse one channel at a time (in Fiji: Image > Color > Split Channels) or "
+                         "merge them into RGB (Image > Color > Stack to RGB)")
+    grid = np.arange(n_pages).reshape(shape[:k])
+    count = varying[0][2] if varying else 1
+    frames = []
+    for j in range(count):
+        # the frame's pages: its index along the varying axis, every channel, index 0 elsewhere
+        at = tuple(j if varying and i == varying[0][0] else slice(None) if a == "C" else 0
+                   for i, (a, _) in enumerate(outer))
+        frames.append(TiffPage(path, j, count, tuple(int(p) for p in np.ravel(grid[at])), 0))
+    return frames
+
+
+def _numbers(noun: str, nums: list[int]) -> str:
+    """``"page 4"``, ``"pages 1-3, 5"``: numbers with consecutive runs shortened."""
+    runs: list[list[int]] = []
+    for v in nums:
+        if runs and v == runs[-1][-1] + 1:
+            runs[-1].append(v)
+        else:
+            runs.append([v])
+    text = ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 2 else ", ".join(map(str, r)) for r in runs)
+    return f"{noun}{'s' if len(nums) > 1 else ''} {text}"

@@ -377,9 +377,15 @@ def fuse_fold(frames: FrameReader, pair: Callable[[torch.Tensor, torch.Tensor], 
     return (fused_rgb if rgb else fused), acc
 
 
-def write_depth_map(path: str | os.PathLike, index: np.ndarray, n: int) -> Path:
-    """The frame of the largest weight per pixel as an image: 8 bits with frame i (0-based) at grey
-    ``round(i · 255 / (N − 1))`` for up to 256 frames, else the index itself at 16 bits (PNG/TIFF)."""
+def write_depth_map(path: str | os.PathLike, index: np.ndarray, n: int, as_index: bool = False) -> Path:
+    """The frame of the largest weight per pixel (``index`` ``[H, W]``) as an image: 8 bits with frame i
+    (0-based) at grey ``round(i · 255 / (N − 1))`` for up to 256 frames, else the index itself at 16
+    bits (PNG/TIFF). ``as_index``: always the index itself, 16-bit (0 = the first frame), e.g. as a
+    height map to measure with; the path must then be a PNG or TIFF (an 8-bit format would lose it)."""
+    if as_index:
+        if Path(path).suffix.lower() not in (".png", ".tif", ".tiff"):
+            raise ValueError(f"a depth map of frame indices needs 16 bits: name a .png or .tif file, not {path}")
+        return write_image(path, index.astype(np.uint16))
     if n <= 256:
         img = np.rint(index.astype(np.float32) * (255.0 / max(n - 1, 1))).astype(np.uint8)
     else:
