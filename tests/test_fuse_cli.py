@@ -200,8 +200,10 @@ def test_error_unreadable_and_missing_inputs(ckpt, imgs, tmp_path, capsys):
                  r"cannot read .*notes\.png as an image")
     expect_error(capsys, fuse_args(ckpt, imgs["g1"], tmp_path / "gone.png", out=tmp_path / "o.png"),
                  r"image file not found: .*gone\.png")
-    expect_error(capsys, fuse_args(ckpt, imgs["g1"], tmp_path, out=tmp_path / "o.png"),
-                 r"expected an image file, got a folder")
+    # a folder stands for the images in it (tests/test_zstack.py); one without any is a usage error
+    (tmp_path / "empty").mkdir()
+    expect_error(capsys, fuse_args(ckpt, imgs["g1"], tmp_path / "empty", out=tmp_path / "o.png"),
+                 r"the folder .*empty holds no image files \(\.png, .*name a folder of frames", code=2)
     assert not (tmp_path / "o.png").exists()
 
 

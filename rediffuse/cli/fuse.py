@@ -12,11 +12,13 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from .common import (UsageError, nonneg_int, number_type, one_line_warnings, pos_int, runtime_parent, seed_int,
                      setup_runtime)
 
-__all__ = ["add_parser", "run", "check_output_path", "check_not_an_input", "SAMPLER_NAMES", "ALIGN_CHOICES",
+__all__ = ["add_parser", "run", "check_output_path", "check_not_an_input", "expand_inputs", "SAMPLER_NAMES",
+           "ALIGN_CHOICES",
            "SPEED_CHOICES", "DEFAULT_CHECKPOINT_NAME"]
 
 _PROG = "rediffuse fuse"
@@ -87,6 +89,8 @@ examples:
   rediffuse fuse near.jpg far.jpg -o fused.png
   rediffuse fuse a.tif b.tif c.tif -o fused.tif --checkpoint runs/rot/last.pt
   rediffuse fuse stack/*.jpg -o fused.png --depth-map depth.png --save-weights weights/
+  rediffuse fuse zstack.tif -o edf.tif --depth-map depth.tif --depth-index   # a microscope z-stack
+  rediffuse fuse stack/ -o fused.tif                  # every image file in the folder, in natural order
   rediffuse fuse hand1.jpg hand2.jpg hand3.jpg -o out.jpg --align similarity --reference 2
   rediffuse fuse a.png b.png -o out.png --align none --symmetric
   rediffuse fuse a.png b.png -o out.png --device cuda --steps 5 --seed 1
@@ -97,8 +101,20 @@ examples:
   rediffuse fuse a.png b.png -o out.png --sampler ddim --steps 10 --threads 1 -q
   rediffuse --debug fuse a.png b.png -o out.png      # full traceback on errors
 
+z-stacks and folders: a multi-page TIFF (as ImageJ/Fiji, Micro-Manager and most microscope software
+save a z-stack; OME-TIFF too; grey or RGB, 8 or 16 bit) is a whole stack: each page, or each z-slice
+of an ImageJ/OME hyperstack (3 channels make RGB), is one frame, decoded when it is needed, so a
+stack of 100 pages is never in memory at once. A folder stands for the image files in it, in
+natural order (frame2 before frame10; hidden and non-image files are skipped). Arguments of either
+kind can be mixed with single images; --reference counts the frames they give. 16-bit frames give a
+16-bit result (.tif, .png). Pages of different sizes, a blank page (one value everywhere: remove it)
+and a hyperstack that varies in more than z (time and z, say) are refused with one line naming them.
+--depth-map with --depth-index writes the frame index itself (0 = the first frame) as a 16-bit grey
+PNG or TIFF, e.g. a height map to measure in Fiji.
+
 exit status: 0 on success, 1 on an error (one line on stderr), 2 on a usage error (also one line:
-fewer than two images, an output that is one of the inputs, a bad option value)."""
+fewer than two images, counting the frames of folders and TIFFs; an output that is one of the
+inputs; a bad option value)."""
 
 
 _fraction = number_type(float, lambda x: 0 < x <= 1, "a fraction in (0, 1]", "fraction")
@@ -119,7 +135,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         formatter_class=argparse.RawDescriptionHelpFormatter, description=DESCRIPTION, epilog=EPILOG,
         parents=[runtime_parent()])
     p.add_argument("images", nargs="+", metavar="IMAGE",
-                   help="input images (at least two, same size; grey or colour, 8 or 16 bit)")
+                   help="input images (at least two, same size; grey or colour, 8 or 16 bit), a multi-page TIFF "
+                        "z-stack (every page a frame) or a folder of images (natural order)")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="output image; the format follows the extension (e.g. fused.png, fused.jpg)")
     p.add_argument("--checkpoint", metavar="P", default=None,
@@ -178,7 +195,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "auto = weights for weight-map models, paper for the others (default: %(default)s)")
     p.add_argument("--depth-map", metavar="OUT", default=None,
                    help="also write the index of the frame with the largest weight at each pixel: frame i of N "
-                        "(from 0) at grey round(i * 255 / (N - 1)); example: --depth-map depth.png")
+                        "(from 0) at grey round(i * 255 / (N - 1)), or i itself with --depth-index; "
+                        "example: --depth-map depth.png")
+    p.add_argument("--depth-index", action="store_true",
+                   help="with --depth-map: write the frame index itself (0 = the first frame) as 16-bit grey "
+                        "integers, so the map needs a .png or .tif name; example: --depth-map depth.tif --depth-index")
     p.add_argument("--save-weights", metavar="DIR", default=None,
                    help="also write every frame's weight map into DIR (weight-01.png, ...: 16-bit grey, "
                         "weight x 65535); example: --save-weights weights/")
@@ -247,20 +268,24 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
-    images = [str(p) for p in args.images]
+    if args.depth_index and not args.depth_map:
+        raise UsageError("--depth-index says how to write the depth map: add --depth-map OUT, e.g. --depth-map depth.tif")
+    if args.depth_index and Path(args.depth_map).suffix.lower() not in (".png", ".tif", ".tiff"):
+        raise UsageError(f"--depth-index writes 16-bit frame indices, which {args.depth_map} cannot hold: "
+                         "name a .png or .tif depth map")
+    images, files = expand_inputs([str(p) for p in args.images], lambda msg: _say(msg, args.quiet))
     if len(images) < 2:
-        raise UsageError(f"need at least two images to fuse, got {len(images)} ({', '.join(images) or 'none'}); "
-                         "e.g. rediffuse fuse near.jpg far.jpg -o fused.png")
+        raise UsageError(_too_few(args.images, images))
     if args.reference > len(images):
         raise UsageError(f"--reference {args.reference} names no image: there are {len(images)} (1 to {len(images)})")
     outputs = [args.output] + ([args.depth_map] if args.depth_map else [])
     for out in outputs:
-        check_not_an_input(out, images)
+        check_not_an_input(out, files)
     out_path = check_output_path(args.output)
     depth_path = check_output_path(args.depth_map) if args.depth_map else None
     if depth_path is not None and depth_path.absolute() == out_path.absolute():
         raise UsageError(f"--depth-map {depth_path} is the output image too; name another file")
-    weights_dir = _check_weights_dir(args.save_weights, images) if args.save_weights else None
+    weights_dir = _check_weights_dir(args.save_weights, files) if args.save_weights else None
 
     import numpy as np
     from PIL import Image
@@ -275,7 +300,7 @@ def _run(args: argparse.Namespace) -> int:
                      speed=args.speed, scale=args.scale, working_size=args.working_size)
     first = load_stack_image(images[args.reference - 1])  # for the summary line; frames are read as fused
     h, w = first.shape[:2]
-    kind = "colour" if first.ndim == 3 else "grey"
+    kind = ("colour" if first.ndim == 3 else "grey") + (", 16-bit" if first.dtype == np.uint16 else "")
     del first
     sizes = fm.step_sizes(h, w, st)
     n_tiles = fm.count_evaluations(*sizes[-1], 1, st.tile, st.overlap)
@@ -284,10 +309,10 @@ def _run(args: argparse.Namespace) -> int:
          f"({at}), seed {st.seed}, {device}"
          + (" bf16" if args.precision == "bf16" else "") + ", " + (f"{n_tiles} tiles of ≤{st.tile} px (overlap {st.overlap})"
                                                   if n_tiles > 1 else "whole image"), args.quiet)
-    result = fuse(images, fm, settings=st, progress=not args.quiet, names=images, align=args.align,
-                  reference=args.reference - 1, symmetric=args.symmetric, depth_map=depth_path,
+    result = fuse(images, fm, settings=st, progress=not args.quiet, names=[str(im) for im in images],
+                  align=args.align, reference=args.reference - 1, symmetric=args.symmetric, depth_map=depth_path,
                   save_weights=weights_dir, log=lambda msg: _say(msg, args.quiet),
-                  colour=args.colour)
+                  colour=args.colour, depth_index=args.depth_index)
     write_image(out_path, result)
     fmt = Image.registered_extensions().get(out_path.suffix.lower())
     bits = 16 if result.dtype == np.uint16 and fmt in SIXTEEN_BIT_FORMATS else 8
@@ -296,6 +321,49 @@ def _run(args: argparse.Namespace) -> int:
     _say(f"wrote {out_path} ({result.shape[1]}×{result.shape[0]}, {bits}-bit{extra}, "
          f"{time.perf_counter() - t_start:.1f} s)", args.quiet)
     return 0
+
+
+def expand_inputs(args: list[str], say: Callable[[str], None] = lambda msg: None) -> tuple[list, list[str]]:
+    """The frames the IMAGE arguments stand for, in order (``rediffuse.imageio.stack_frames``): a folder
+    gives its image files in natural order, a multi-page TIFF its pages (``TiffPage``: decoded when
+    fused), any other argument itself. Returns ``(frames, files)``: ``files`` are the files read (the
+    output must be none of them). Each folder or z-stack is noted to ``say`` in one line."""
+    from ..imageio import IMAGE_EXTENSIONS, TiffPage, stack_frames
+
+    frames: list = []
+    files: list[str] = []
+    for arg in args:
+        found = stack_frames(arg)
+        if Path(arg).is_dir():
+            if not found:
+                raise UsageError(f"the folder {arg} holds no image files ({', '.join(IMAGE_EXTENSIONS)}); "
+                                 "name a folder of frames or the images themselves")
+            names = [f"{f.path.name} page {f.index + 1}" if isinstance(f, TiffPage) else f.name for f in found]
+            listing = ", ".join(names if len(names) <= 6 else names[:3] + ["…"] + names[-2:])
+            say(f"{arg}: {len(found)} image{'' if len(found) == 1 else 's'} in natural order: {listing}")
+            frames += found
+            files += list(dict.fromkeys(str(f.path if isinstance(f, TiffPage) else f) for f in found))
+        elif isinstance(found[0], TiffPage):
+            say(f"{arg}: a z-stack of {len(found)} pages")
+            frames += found
+            files.append(arg)
+        else:  # a single image: kept as spelled, so messages name it as the user did
+            frames.append(arg)
+            files.append(arg)
+    return frames, files
+
+
+def _too_few(args: list[str], frames: list) -> str:
+    """The usage error for a stack of fewer than two frames, saying what the arguments hold."""
+    listing = ", ".join(str(f) for f in frames) or "none"
+    why = ""
+    if len(args) == 1 and Path(args[0]).is_dir():
+        why = f": the folder {args[0]} holds one image"
+    elif len(args) == 1 and Path(args[0]).is_file():
+        why = ": it holds one image"
+    return (f"need at least two images to fuse, got {len(frames)} ({listing}){why}; a stack needs two or more: "
+            "name more images, a multi-page TIFF z-stack or a folder of frames, "
+            "e.g. rediffuse fuse near.jpg far.jpg -o fused.png")
 
 
 def _runs(sizes: list[tuple[int, int]]) -> list[tuple[int, tuple[int, int]]]:
