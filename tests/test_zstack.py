@@ -135,7 +135,8 @@ def test_pages_are_read_one_at_a_time(tmp_path, monkeypatch):
     tifffile.imwrite(z, np.arange(100 * 16 * 16, dtype=np.uint16).reshape(100, 16, 16), photometric="minisblack")
     decoded = []
     real = tifffile.TiffPage.asarray
-    monkeypatch.setattr(tifffile.TiffPage, "asarray", lambda self, *a, **k: decoded.append(self.index) or real(self, *a, **k))
+    monkeypatch.setattr(tifffile.TiffPage, "asarray",
+                        lambda self, *a, **k: decoded.append(self.index) or real(self, *a, **k))
     frames = stack_frames(z)  # headers only
     assert len(frames) == 100 and decoded == []
     assert frames[49].read()[0, 0] == 49 * 256 and decoded == [49]
@@ -157,8 +158,9 @@ def test_a_folder_in_natural_order(tiny_checkpoint, tmp_path, capsys):
     assert code == 0, err
     assert "3 images in natural order: frame1.png, frame2.png, frame10.png" in err
     # the same as naming the files in that order: the depth map's indices follow the order of the frames
-    code, err = run(fuse_argv(tiny_checkpoint, *(d / n for n in ["frame1.png", "frame2.png", "frame10.png"]),
-                              out=tmp_path / "b.png", extra=["--depth-map", tmp_path / "d2.png", "--depth-index"]), capsys)
+    named = [d / n for n in ["frame1.png", "frame2.png", "frame10.png"]]
+    code, err = run(fuse_argv(tiny_checkpoint, *named, out=tmp_path / "b.png",
+                              extra=["--depth-map", tmp_path / "d2.png", "--depth-index"]), capsys)
     assert code == 0, err
     assert np.array_equal(read_image_native(depth), read_image_native(tmp_path / "d2.png"))
     assert np.array_equal(read_image_native(tmp_path / "a.png"), read_image_native(tmp_path / "b.png"))

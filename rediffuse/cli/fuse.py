@@ -269,7 +269,8 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     if args.depth_index and not args.depth_map:
-        raise UsageError("--depth-index says how to write the depth map: add --depth-map OUT, e.g. --depth-map depth.tif")
+        raise UsageError("--depth-index says how to write the depth map: add --depth-map OUT, "
+                         "e.g. --depth-map depth.tif")
     if args.depth_index and Path(args.depth_map).suffix.lower() not in (".png", ".tif", ".tiff"):
         raise UsageError(f"--depth-index writes 16-bit frame indices, which {args.depth_map} cannot hold: "
                          "name a .png or .tif depth map")
