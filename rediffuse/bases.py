@@ -40,6 +40,17 @@ def rotated_coords(p: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
     return R[0, 0] * r + R[0, 1] * c, R[1, 0] * r + R[1, 1] * c
 
 
+def grid_offset(p: int, theta: float) -> float:
+    """Largest distance, in pixels, from a sample point of the p×p grid turned by θ to the nearest grid
+    point: 0 (up to round-off) for quarter turns, where turning a filter only permutes its taps."""
+    r, c = rotated_coords(p, theta)
+    half = (p - 1) / 2
+    rr, cc = r * half, c * half  # pixel units, grid points at the integers (odd p) or half-integers (even p)
+    shift = 0.0 if p % 2 else 0.5
+    dr, dc = rr - shift - torch.round(rr - shift), cc - shift - torch.round(cc - shift)
+    return float(torch.sqrt(dr * dr + dc * dc).max())
+
+
 def radial_mask(p: int, width: float = 0.25) -> torch.Tensor:
     """``[p, p]`` soft disc: 1 inside the unit circle, Gaussian fall-off outside.
 

@@ -44,11 +44,13 @@ from .data import SKIMAGE_PHOTOS, FusionFolder, focus_mask, make_pair, skimage_p
 from .fuse import FusionModel
 from .groups import rotate_image, rotate_image_angle
 from .imageio import write_image
+from .paths import REPO_ROOT
 from .train import TrainConfig, preset_config, read_run_config
 from .unet import count_parameters
 
 __all__ = ["MODELS", "CONTROLS", "Views", "study_config", "nested_subsets", "train_study", "load_views", "turn",
-           "fuse_turned", "score_model", "run_study", "study_rows", "render_upright_pairs", "ANGLES_TABLE"]
+           "fuse_turned", "score_model", "run_study", "study_rows", "render_upright_pairs", "ANGLES_TABLE",
+           "study_summary", "load_recorded_study", "RECORDED_STUDY"]
 
 # variant key -> (label, TrainConfig overrides), in the form rediffuse.ablation.train_variants takes
 MODELS: dict[str, tuple[str, dict]] = {
@@ -62,6 +64,8 @@ CONTROLS: dict[str, tuple[str, dict]] = {
     "plain-b8": ("plain, base 8 (Rot-E's parameters)", {"model": {"conv": "plain", "base": 8, "groups": 2}}),
 }
 ANGLES_TABLE = (0.0, 90.0, 45.0)  # the table's columns: upright, a quarter turn, an angle outside C4
+# the full study's table (8, 32, 90 NYU-D pairs, 1,000 steps, with the control), as its run recorded it
+RECORDED_STUDY = REPO_ROOT / "benchmarks" / "results" / "why_equivariance_full.json"
 
 
 @dataclass(frozen=True)
@@ -317,4 +321,36 @@ def render_upright_pairs(out_dir: str | Path, n: int, size: int, seed: int = 0,
         a, b, gt = make_pair(patch, mask, kind, strength)
         for key, img_ in (("A", a), ("B", b), ("GT", gt)):
             write_image(out / key / f"{stem}.png", img_)
+    return out
+
+
+def load_recorded_study(path: str | Path = RECORDED_STUDY) -> dict[str, Any]:
+    """The recorded full study (``benchmarks/results/why_equivariance_full.json``): ``{"source", "config",
+    "sizes", "labels", "table"}``, ``table`` as :func:`run_study` returns it (sizes as ints)."""
+    data = json.loads(Path(path).read_text())
+    data["table"] = {int(n): t for n, t in data["table"].items()}
+    data["sizes"] = [int(n) for n in data["sizes"]]
+    return data
+
+
+def study_summary(table: dict) -> dict[str, Any]:
+    """What a study's table (:func:`run_study`'s ``"table"``, PSNR at :data:`ANGLES_TABLE`) says, in dB:
+
+    - ``plain_lead``: per size, the plain twin's PSNR minus Rot-E's at each angle (upright, 90°, 45°);
+    - ``turn90_loss``: per model and size, upright PSNR minus PSNR turned by 90° (Rot-E: 0 to round-off);
+    - ``rote_minus_control``: per size, Rot-E minus the parameter-matched plain network at each angle
+      (only when the table has the control ``plain-b8``).
+    Sizes are the table's keys as given."""
+    out: dict[str, Any] = {"sizes": list(table), "angles": list(ANGLES_TABLE), "plain_lead": {}, "turn90_loss": {},
+                           "rote_minus_control": {}}
+    up, q = ANGLES_TABLE.index(0.0), ANGLES_TABLE.index(90.0)
+    for n, models in table.items():
+        rote = models["bconv"]["psnr"]
+        out["plain_lead"][n] = [p - r for p, r in zip(models["plain"]["psnr"], rote)]
+        for key, scores in models.items():
+            out["turn90_loss"].setdefault(key, {})[n] = scores["psnr"][up] - scores["psnr"][q]
+        if "plain-b8" in models:
+            out["rote_minus_control"][n] = [r - c for r, c in zip(rote, models["plain-b8"]["psnr"])]
+    if not out["rote_minus_control"]:
+        del out["rote_minus_control"]
     return out

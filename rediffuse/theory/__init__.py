@@ -13,7 +13,7 @@ The plain checker (``equivariance_error``) is ``rediffuse.equivariance``, which 
 """
 from .envelopes import (corollary_bound, corollary_envelope, envelope_constant, envelope_ratios, loglog_fit,
                         needed_constants)
-from .error_maps import error_map
+from .error_maps import detail_contrast, error_map
 from .fields import (BOUND_CONSTANTS, POINT_OPERATORS, SHARP_CONSTANTS, BoundCheck, GaborField, bilinear_at,
                      cell_corners, check_bound, loglog_slope, maxpool_at, operator_bound, pointwise_error_map,
                      pointwise_errors, random_points, rotate_grid_cubic, sample_field)
@@ -38,5 +38,5 @@ __all__ = [
     "groupnorm_errors", "EquivariantConvTranspose", "ResizeConv", "TimeBiasBlock", "ChannelBiasConv", "Pool",
     "SkipBlock", "DESIGN_VARIANTS", "design_mistakes",
     # error maps
-    "error_map",
+    "error_map", "detail_contrast",
 ]

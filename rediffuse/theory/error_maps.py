@@ -1,6 +1,7 @@
 """Per-pixel equivariance error maps of a network on an image (the paper's Figure 8)."""
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
@@ -11,7 +12,7 @@ from ..equivariance import field_types
 from ..groups import FieldType, disc_mask, rotate_image_angle
 from ..runtime import exact_precision
 
-__all__ = ["error_map"]
+__all__ = ["error_map", "detail_contrast"]
 
 
 @torch.no_grad()
@@ -44,3 +45,16 @@ def error_map(module: nn.Module | Callable, image: torch.Tensor, k: int = 1, the
         span = float(vals.max() - vals.min()) if vals.size else 0.0
         diff = diff / (span if span > 0 else 1.0)
     return diff
+
+
+def detail_contrast(err: np.ndarray, image: torch.Tensor, theta: float | None = None, fraction: float = 0.1) -> float:
+    """How much of an error map sits on fine detail: the mean error over the ``fraction`` of valid
+    (finite) pixels where the input, turned as the map was (``theta`` radians; ``None``: not turned),
+    changes fastest, divided by the mean error over the other valid pixels. ``image`` ``[1, 1, H, W]``."""
+    turned = image if theta is None else rotate_image_angle(image, theta)
+    gy, gx = np.gradient(turned[0, 0].detach().cpu().double().numpy())
+    strength = np.hypot(gx, gy)
+    values, strengths = err[np.isfinite(err)], strength[np.isfinite(err)]
+    order = np.argsort(strengths, kind="stable")[::-1]  # strongest first; ties in pixel order
+    k = max(1, min(len(order) - 1, int(math.ceil(fraction * len(order)))))
+    return float(values[order[:k]].mean() / max(float(values[order[k:]].mean()), 1e-300))

@@ -186,7 +186,10 @@ def angle_explorer(lift, image: torch.Tensor, field: int = 0, step: float = 5.0)
             axes[1, t + 1].set_title(f"turned lift(x), o{t}", fontsize=7)
         for ax in axes.flat:
             ax.set_xticks([]), ax.set_yticks([])
-        fig.suptitle(f"field {field}, m = {m}: equal at multiples of {360 / m:.0f}°, close in between", fontsize=9)
+        exact = abs(degrees / (360 / m) - round(degrees / (360 / m))) < 1e-9
+        fig.suptitle(f"field {field}, m = {m}: exact at multiples of {360 / m:.0f}° only; at {degrees:g}° "
+                     + ("round-off" if exact else f"{min(abs(degrees - j * 360 / m) for j in range(m + 1)):g}° from the "
+                        f"nearest one, error {err:.2f}"), fontsize=9)
         fig.tight_layout()
         return fig
 
