@@ -151,6 +151,36 @@ def check_03_train_rediffuse(r):
     steps = r["compare"]["steps"]
     assert rows[f"weight map ({steps} steps)"]["PSNR"] > rows[f"ε ({steps} steps)"]["PSNR"], rows
     assert rows["weight map (shipped)"]["PSNR"] > rows["ε (shipped)"]["PSNR"] + 10, rows
+    # [5]: at t = T−1 both weights of (6) are small (x̂0 7.8e-4, x_t about 0.032) but the x̂0 weight is 0.999 of
+    # the signal level √ᾱ_{T−2}; the middle rows keep 99.6–99.8 % of x_t and add a few thousandths of x̂0;
+    # t = 0 returns x̂0
+    w = r["posterior_weights"]
+    assert 7.5e-4 < w["1999"]["x0"] < 8.0e-4 and 0.031 < w["1999"]["x_t"] < 0.033, w["1999"]
+    assert 0.998 < w["1999"]["x0_of_signal"] <= 1.0, w["1999"]
+    for t in ("500", "1000", "1500"):
+        assert 0.996 <= w[t]["x_t"] <= 0.998 and 0.001 < w[t]["x0"] < 0.005, (t, w[t])
+    assert w["0"]["x0"] == 1 and w["0"]["x_t"] == 0, w["0"]
+    assert 5.5e-10 < r["schedule_alpha_bar_last"] < 6.5e-10  # [5], [20]: ᾱ_{T−1} ≈ 6e-10, √ ≈ 2.5e-5
+    # [13]: the ratio a little above 1/4 at the paper's size, further above it in the small network
+    assert 0.25 < official["ratio"] and 0.25 < paper["ratio"] < r["parameters"]["small (base 16, ×[1,2,4])"]["ratio"]
+    # [20]: the ε trajectory's clamp acts on fewer and fewer values; the weight map's first x̂0 is already a
+    # fused image and changes by a few grey levels at most
+    if "trajectory" in r and "ε (shipped), posterior mean (6)" in r["trajectory"]:
+        frac = r["trajectory"]["ε (shipped), posterior mean (6)"]["clamped_fractions"]
+        assert all(b <= a + 0.02 for a, b in zip(frac, frac[1:])) and frac[-1] < 0.5 * frac[0], frac
+    if "weight map (shipped), DDIM" in r.get("trajectory", {}):
+        wt = r["trajectory"]["weight map (shipped), DDIM"]
+        assert wt["x0_change_grey"] < 0.05 * 255 and 40 < wt["first_x0_psnr"] and wt["psnr"] - 3 < wt["first_x0_psnr"], wt
+    # [26]: the shipped weight map's x̂0 within 2 dB over every t; the ε curves fall to the right from a high
+    # start; the shipped ε model's brightness offset many times the weight map's
+    curves = r["compare"]["x0_curve_psnr"]
+    if "weight map (shipped)" in curves:
+        assert max(curves["weight map (shipped)"]) - min(curves["weight map (shipped)"]) < 2, curves
+    for name, c in curves.items():
+        if name.startswith("ε"):
+            assert all(a > b for a, b in zip(c, c[1:])) and c[0] > 45, (name, c)
+    if {"ε (shipped)", "weight map (shipped)"} <= set(rows):
+        assert abs(rows["ε (shipped)"]["mean_offset_grey"]) > 5 * abs(rows["weight map (shipped)"]["mean_offset_grey"]), rows
     assert r["cpu_s"] < 150  # the small configuration's CPU time (wall time depends on what else the machine runs)
 
 
