@@ -227,7 +227,12 @@ def check_05_fewstep_and_degradation(r):
         assert table[0]["max_rel_dev"] == 0 and len(table) >= 4
         assert all(row["seconds"] > 0 for row in table)
     weights = r["curve"]["best"]["weight map (Rot-E)"]
-    assert weights is not None and weights["steps"] <= 20, weights  # few steps reach 1 % of the reference
+    assert weights is not None and weights["steps"] <= 20, weights  # [11] few steps reach 1 % of the reference
+    # [13]: the weight map within 0.1 % of the reference at every k; the ε model further from it at every step down
+    assert all(row["max_rel_dev"] <= 1e-3 for row in r["curve"]["tables"]["weight map (Rot-E)"])
+    if "paper ε (Rot-E)" in r["curve"]["tables"]:
+        devs = [row["max_rel_dev"] for row in r["curve"]["tables"]["paper ε (Rot-E)"]]  # reference, then k falling
+        assert all(a < b for a, b in zip(devs, devs[1:])), devs
     assert r["exercise_sampler_max_diff"] < 1e-5  # the exercises' DDIM step and timesteps = the library's sampler
     assert r["steps_widget_static"]["max_diff_grey"]["weight map (Rot-E)"] <= 2
     clamp = {(row["model"], row["steps"], row["clip"]): row for row in r["clamp"]["rows"]}
@@ -238,10 +243,23 @@ def check_05_fewstep_and_degradation(r):
             off = clamp[model, k, False]
             assert -1 <= row["output_min"] and row["output_max"] <= 1 < max(-off["output_min"], off["output_max"])
             assert row["SSIM"] > off["SSIM"], (row, off)
+    # [17]: the clamp acts on nearly every x̂0 value at the first step, and on fewer and fewer after
+    for run, frac in r["clamp"]["out_of_range_steps"].items():
+        assert frac[0] > 0.9 and frac[-1] < 0.5 * frac[0], (run, frac)
     assert r["cpu_s"] < 150
+    # [22]: λ = 1 at every step without noise, 0 at the last step with it
+    for name, lams in r["ddnm_lambda"].items():
+        if name in ("avgpool2", "bicubic4"):
+            assert all(v == 1 for v in lams), (name, lams)
+        if name == "noise15":
+            assert lams[-1] == 0, lams
     for label, table in r["degradation"]["tables"].items():
         noise = table["noise15"]
-        assert noise["restore"]["PSNR"] > noise["plain"]["PSNR"] + 3, (label, noise)  # denoising matters
+        assert noise["restore"]["PSNR"] > noise["plain"]["PSNR"] + 3, (label, noise)  # [22] denoising matters
+        blur = table["blur2"]
+        assert blur["restore"]["PSNR"] > blur["plain"]["PSNR"] + 2, (label, blur)  # [22] and deblurring
+        for deg, per in table.items():  # [22] correct within half a dB of restore in every row
+            assert abs(per["correct"]["PSNR"] - per["restore"]["PSNR"]) < 0.5, (label, deg, per)
         for deg, per in table.items():
             assert set(per) == {"plain", "restore", "correct", "restore+gff"}
             assert all(10 < v["PSNR"] < 60 for v in per.values()), (label, deg, per)
