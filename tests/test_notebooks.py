@@ -286,6 +286,40 @@ def check_06_ablations(r):
     for curve in why["curve"].values():
         assert curve["angles"][0] == 0 and curve["angles"][-1] == 360
     assert r["explorer_90deg"]["bconv"] < 1e-3 < r["explorer_90deg"]["plain"]
+    # [3]: official layout: the plain twin has the paper's 26.91M, Rot-E 6.79M, 7.55M with a time bias per channel
+    official = {row["conv"]: row["parameters"] for row in r["parameters"]["paper size, official FusionDiff layout"]}
+    assert official["plain"] == 26_910_785 and official["bconv"] == 6_789_521, official
+    assert round(r["paper_channel_bias_parameters"] / 1e6, 2) == 7.55, r["paper_channel_bias_parameters"]
+    # [8], [23]: the whole U-Net's ratio, 0.252 at the paper's size and 0.335 small
+    ratio = {size: {row["conv"]: row["ratio_to_plain"] for row in rows}["bconv"] for size, rows in r["parameters"].items()}
+    assert round(ratio["paper size, default layout"], 3) == 0.252 and round(ratio["small (base 16, mults 1 2 4)"], 3) == 0.335
+    # [14], [23]: the weight map ahead of ε on every metric (central crops here); Table 3's rows differ by less
+    # than a fifth of that on QMI and QG
+    for table in [r["outputs_lytro"]] + ([r["outputs_nyu"]] if "outputs_nyu" in r else []):
+        w = next(v for k, v in table.items() if k.startswith("weight map"))
+        eps = [v for k, v in table.items() if k.startswith("paper ε")]
+        for e in eps:
+            assert all(w[k] > e[k] for k in ("QMI", "QG", "Qabf", "QP", "QE", "MS-SSIM", "PSNR", "SSIM") if k in w), table
+            assert w["SGF"] <= e["SGF"], table
+    lytro = r["outputs_lytro"]
+    if len(lytro) == 2:
+        w, e = (next(v for k, v in lytro.items() if k.startswith(p)) for p in ("weight map", "paper ε"))
+        for k in ("QMI", "QG"):
+            spread = max(v[k] for v in r["table3"].values()) - min(v[k] for v in r["table3"].values())
+            assert spread < 0.2 * abs(w[k] - e[k]), (k, spread, w[k], e[k])
+    # [19]: at 45° neither network is exact
+    for n, models in why["table"].items():
+        assert models["bconv"]["consistency"][2] > 1e-3 and models["plain"]["consistency"][2] > 1e-3, (n, models)
+    # [0], [14], [19], [23]: the full study as recorded (benchmarks/results/why_equivariance_full.json)
+    full = r["why_full_summary"]
+    leads = [v[0] for v in full["plain_lead"].values()]
+    assert round(min(leads), 1) == 5.6 and round(max(leads), 1) == 10.6, full["plain_lead"]
+    assert round(max(full["turn90_loss"]["plain"].values()), 1) <= 1.2 < min(leads), full["turn90_loss"]
+    assert all(abs(v) < 1e-9 for v in full["turn90_loss"]["bconv"].values())
+    ctrl = full["rote_minus_control"]
+    assert round(min(ctrl["90"]), 1) == 1.8 and round(max(ctrl["90"]), 1) == 2.6, ctrl
+    for n in ("8", "32"):
+        assert abs(ctrl[n][0]) <= 0.9 + 1e-9 and max(ctrl[n][:2]) < 1 and ctrl[n][2] < 0, (n, ctrl)
     assert r["cpu_s"] < 120  # the small configuration's CPU time (wall time depends on what else the machine runs)
 
 
