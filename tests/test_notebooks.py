@@ -3,17 +3,69 @@
 New notebooks (``notebooks/NN_name.ipynb``) are picked up automatically and get the generic checks;
 ``CHECKS`` adds notebook-specific assertions on the results JSON.
 """
+import ast
 import json
 import math
+import re
 
 import pytest
 
-from rediffuse.paths import REPO_ROOT
+from rediffuse.paths import REPO_ROOT, dataset_dir, reference_dir
 from rediffuse.tutorial import list_notebooks, run_notebook
 from tests.conftest import numbers_in
 
 OUT = REPO_ROOT / "outputs" / "test-notebooks"
 NOTEBOOKS = list_notebooks()
+CLAIMS_FILE = REPO_ROOT / "notebooks" / "CLAIMS.md"
+_CLAIM_ROW = re.compile(r"^\| (\d\d) \| (\d+) \| (.+?) \| (.+?) \| (.*?) \|$")
+
+
+def claims() -> list[dict]:
+    """The rows of notebooks/CLAIMS.md: notebook prefix, cell, claim, results keys (dotted paths), and
+    the data a claim needs (``""``, or names such as ``Lytro``, ``NYU-D-100``, ``reference``)."""
+    rows = []
+    for line in CLAIMS_FILE.read_text().splitlines():
+        m = _CLAIM_ROW.match(line)
+        if m:
+            rows.append({"nb": m[1], "cell": int(m[2]), "claim": m[3], "keys": re.findall(r"`([^`]+)`", m[4]),
+                         "needs": [n.strip() for n in m[5].split(",") if n.strip()]})
+    return rows
+
+
+def _data_found(name: str) -> bool:
+    return reference_dir() is not None if name == "reference" else dataset_dir(name) is not None
+
+
+class _Reads(dict):
+    """A results dict that records the dotted path of every value a check reads."""
+
+    def __init__(self, data: dict, path: str, log: set):
+        super().__init__(data)
+        self._path, self._log = path, log
+
+    def _read(self, key, value):
+        path = f"{self._path}.{key}" if self._path else str(key)
+        self._log.add(path)
+        return _Reads(value, path, self._log) if isinstance(value, dict) else value
+
+    def __getitem__(self, key):
+        return self._read(key, super().__getitem__(key))
+
+    def get(self, key, default=None):
+        return self._read(key, super().__getitem__(key)) if key in self else default
+
+    def items(self):
+        return [(k, self._read(k, v)) for k, v in super().items()]
+
+    def values(self):
+        return [self._read(k, v) for k, v in super().items()]
+
+
+def _lookup(results: dict, key: str):
+    value = results
+    for part in key.split("."):
+        value = value[part]
+    return value
 
 
 _numbers = numbers_in
@@ -330,6 +382,40 @@ CHECKS = {"01_bconv": check_01_bconv, "02_equivariance_theorems": check_02_equiv
           "06_ablations": check_06_ablations}
 
 
+def _strings_in(cells: list[dict]) -> tuple[set[str], list[str]]:
+    """The string constants of a notebook's code cells, and its f-strings as regular expressions (each
+    replacement field a wildcard): the names its results can have."""
+    literals, patterns = set(), []
+    for cell in cells:
+        if cell["cell_type"] != "code":
+            continue
+        for node in ast.walk(ast.parse("".join(cell["source"]))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                literals.add(node.value)
+            elif isinstance(node, ast.JoinedStr):
+                patterns.append("".join(re.escape(v.value) if isinstance(v, ast.Constant) else ".+" for v in node.values))
+    return literals, patterns
+
+
+def test_claims_list_names_real_notebooks_cells_and_keys():
+    """notebooks/CLAIMS.md parses, and every row points at a cell that exists and at keys the notebook
+    writes; that every key is in the results and read by the check is tested where the notebook runs."""
+    rows = claims()
+    assert len(rows) >= 40, "notebooks/CLAIMS.md lists fewer claims than the notebooks assert"
+    assert f"{len(rows)} claims" in CLAIMS_FILE.read_text()  # the count it states is the count it has
+    by_prefix = {p.stem[:2]: p for p in NOTEBOOKS}
+    for row in rows:
+        nb = by_prefix[row["nb"]]
+        cells = json.loads(nb.read_text())["cells"]
+        assert row["cell"] < len(cells), row
+        literals, patterns = _strings_in(cells)
+        for key in row["keys"]:
+            top = key.split(".")[0]
+            assert top in literals or any(re.fullmatch(pat, top) for pat in patterns), f"{nb.name} never writes {top!r}"
+        assert all(n in ("Lytro", "NYU-D-100", "reference") for n in row["needs"]), row
+    assert {row["nb"] for row in rows} == set(by_prefix), "every notebook has checked claims"
+
+
 def test_there_are_notebooks():
     assert NOTEBOOKS, "notebooks/ holds no NN_*.ipynb"
 
@@ -356,5 +442,13 @@ def test_notebook_runs(nb):
         assert math.isfinite(x), results
     check = CHECKS.get(nb.stem)
     if check is not None:
-        check(results)
+        reads: set[str] = set()
+        check(_Reads(results, "", reads))
+        # every key notebooks/CLAIMS.md lists for this notebook is in its results and read by its check
+        for row in claims():
+            if row["nb"] != nb.stem[:2] or not all(_data_found(n) for n in row["needs"]):
+                continue
+            for key in row["keys"]:
+                _lookup(results, key)  # KeyError: the list names a key the notebook no longer writes
+                assert key in reads, f"CLAIMS.md: {key} ({row['claim']}) is not read by {check.__name__}"
     assert (OUT / nb.name).exists() and not (nb.parent / f"{nb.stem}.results.json").exists()
