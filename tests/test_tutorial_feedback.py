@@ -137,3 +137,53 @@ def test_a_corrected_function_passes_once_rewritten():
     assert ts.check_few_step_timesteps(fn).state == "wrong" and fn.state == "wrong"
     fn = ts.exercise("few_step_timesteps")(lambda T, steps: ts.REFERENCE["few_step_timesteps"](T, steps))
     assert ts.check_few_step_timesteps(fn).state == "correct" and fn.state == "correct"
+
+
+def _notebook_with(tmp_path, cell_marker: str, body: str):
+    """A copy of notebook 01 in ``tmp_path`` whose exercise cell (the one holding ``cell_marker``) is
+    replaced by ``body``."""
+    import json
+
+    from rediffuse.tutorial import NOTEBOOK_DIR
+    nb = json.loads((NOTEBOOK_DIR / "01_bconv.ipynb").read_text())
+    cells = [c for c in nb["cells"] if c["cell_type"] == "code" and cell_marker in "".join(c["source"])]
+    assert len(cells) == 1
+    cells[0]["source"] = body.splitlines(keepends=True)
+    path = tmp_path / "nb" / "01_bconv.ipynb"
+    path.parent.mkdir()
+    path.write_text(json.dumps(nb))
+    return path
+
+
+WRONG_LIFT = '''import torch.nn.functional as F
+
+@exercise("lift_conv")
+def lift_conv(x, weight, basis_t, bias=None):
+    O, C, R = weight.shape
+    m, p = basis_t.shape[0], basis_t.shape[1]
+    filt = torch.einsum("tyxr,ocr->otcyx", basis_t.to(weight), weight).reshape(O * m, C, p, p)
+    return F.conv2d(x, filt, bias, padding=p // 2)  # the bias is not repeated over the orientations
+'''
+
+
+@pytest.mark.slow
+def test_run_all_completes_with_a_wrong_answer_and_stops_when_strict(tmp_path, monkeypatch):
+    """Notebook 01 with a wrong lifting convolution: run unattended it reaches its end (the check says
+    what is wrong, the cells below use the reference); with REDIFFUSE_STRICT_EXERCISES=1 it stops there."""
+    import json
+
+    from rediffuse.tutorial import run_notebook
+    from tests.test_notebooks import check_01_bconv
+    path = _notebook_with(tmp_path, '@exercise("lift_conv")', WRONG_LIFT)
+    results = run_notebook(path, tmp_path / "out", smoke=True, device="cpu")
+    check_01_bconv(results)  # every claim still holds: the failed exercise answered with the reference
+    cells = json.loads((tmp_path / "out" / "01_bconv.ipynb").read_text())["cells"]
+    said = "".join("".join(o.get("text", "")) for c in cells if c["cell_type"] == "code"
+                   and "check_lift_conv(lift_conv)" in "".join(c["source"]) for o in c["outputs"])
+    assert said.startswith("wrong: your lift_conv raised RuntimeError at `return F.conv2d(x, filt, bias"), said
+    assert "repeat_interleave(m)" in said and "Traceback" not in said
+
+    import papermill
+    monkeypatch.setenv(ts.STRICT_ENV, "1")
+    with pytest.raises(papermill.PapermillExecutionError, match="ExerciseError"):
+        run_notebook(path, tmp_path / "strict", smoke=True, device="cpu")
