@@ -83,8 +83,8 @@ from .diffusion import PREDICTIONS, SAMPLERS, get_sampler, get_schedule, samplin
 from .imageio import TiffPage, read_image_native, stack_frames
 from .layers import resize
 from .runtime import exact_precision, resolve_device
-from .stack import (TAU, FrameReader, accumulate, check_sizes, fuse_fold, fuse_softmax, logit_store, write_depth_map,
-                    write_weight_maps)
+from .stack import (TAU, FrameReader, accumulate, check_pixels, check_sizes, fuse_fold, fuse_softmax, logit_store,
+                    write_depth_map, write_weight_maps)
 
 __all__ = [
     "FusionModel", "SamplingSettings", "DEFAULT_CHECKPOINT", "SHIPPED_MODELS", "resolve_checkpoint", "checkpoint_available", "WEIGHTS_DIR", "MIN_SIDE", "TILE_BUDGET_BYTES", "SYMMETRIC_PAIRS", "fuse", "load_stack_image", "check_stack",
@@ -752,7 +752,8 @@ def fuse(images: Sequence[ImageLike] | str | os.PathLike, model: FusionModel | s
          settings: SamplingSettings | None = None, bits: int | None = None, align: str = "none",
          reference: int = 0, symmetric: bool | None = None, depth_map: str | os.PathLike | None = None,
          save_weights: str | os.PathLike | None = None, log: Callable[[str], None] | None = None,
-         colour: str = "auto", speed: str | None = None, depth_index: bool = False) -> np.ndarray:
+         colour: str = "auto", speed: str | None = None, depth_index: bool = False,
+         max_pixels: int | None = None) -> np.ndarray:
     """Fuse a focus stack; returns ``[H, W]`` (all grey) or ``[H, W, 3]``, the size of the reference
     frame (all frames have one size), as ``uint8`` or ``uint16`` (see ``bits``).
 
@@ -792,7 +793,9 @@ def fuse(images: Sequence[ImageLike] | str | os.PathLike, model: FusionModel | s
     each frame's weight map to its R, G and B (every output pixel a convex combination of the
     frames' pixels), ``"paper"`` joins the fused luminance with chroma fused by the paper's
     saturation-weighted rule; ``"auto"`` (default) = ``"weights"`` for a weight-map model, ``"paper"``
-    otherwise. See the module docstring for the method.
+    otherwise. ``max_pixels``: a file or page of more pixels is refused from its header, before
+    anything is decoded (``stack.check_pixels``; ``None``: as many as this machine's memory can fuse,
+    0: no limit). See the module docstring for the method.
     """
     if bits not in (None, 8, 16):
         raise ValueError(f"bits must be 8, 16 or None (follow the inputs), got {bits!r}")
@@ -843,6 +846,7 @@ def fuse(images: Sequence[ImageLike] | str | os.PathLike, model: FusionModel | s
                       "(the order-independent fusion needs a weight-map model and symmetric=True)", stacklevel=2)
     st = settings or fm.settings(sampler, steps, tile=tile, overlap=overlap, seed=seed, speed=speed)
 
+    check_pixels(images, names, max_pixels)  # from the headers, before any frame is decoded
     frames = FrameReader(lambda i: _as_array(images[i], names[i]), names, int(reference))
     info = frames.survey(align, MIN_SIDE, log)
     is_colour = info.colour

@@ -5,8 +5,9 @@
   precision of 16-bit files.
 - ``read_image_native(path)`` -> the file's own precision: ``uint8`` (8-bit files), ``uint16``
   (16-bit PNG/TIFF, grey or colour) or ``float32`` in ``[0, 1]`` (floating-point TIFF).
-- ``write_image(path, arr)`` writes atomically (temporary file in the target folder, then
-  ``os.replace``), so an interrupted run or a full disk never leaves a half-written image behind.
+- ``write_image(path, arr)`` encodes in memory and writes through ``atomic.write_bytes`` (temporary
+  file in the target folder, every byte counted, then ``os.replace``), so an interrupted run or a
+  full disk never leaves a half-written image behind.
   ``uint16`` arrays are written at 16 bits to PNG and TIFF, and at 8 bits (with a warning) to
   formats that hold no more (JPEG, WebP, BMP, ...).
 - ``stack_frames(path)`` -> the frames a z-stack or folder stands for: one :class:`TiffPage` per
@@ -22,12 +23,10 @@ one-line ``ValueError`` naming the file.
 """
 from __future__ import annotations
 
-import errno
 import io
 import math
 import os
 import re
-import secrets
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,8 +36,10 @@ import imagecodecs
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .atomic import write_bytes
+
 __all__ = ["IMAGE_EXTENSIONS", "SIXTEEN_BIT_FORMATS", "read_image", "read_image_float", "read_image_native",
-           "write_image", "to_uint8", "TiffPage", "stack_frames"]
+           "write_image", "to_uint8", "TiffPage", "stack_frames", "image_size"]
 
 #: Formats ``write_image`` writes at 16 bits per channel; every other format gets 8 bits.
 SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
@@ -69,8 +70,31 @@ def _open(path: Path) -> Image.Image:
         raise ValueError(f"expected an image file, got a folder: {path}")
     try:
         return Image.open(path)
+    except Image.DecompressionBombError as e:  # an Exception of its own: it would surface as a traceback
+        raise ValueError(f"cannot read {path}: {e.args[0].split(', could be')[0].lower()} (Pillow's guard against "
+                         "decompression bombs); fuse a smaller copy, or raise the limit with --max-pixels") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"cannot read {path} as an image ({type(e).__name__}: {e})") from None
+
+
+def image_size(src: str | os.PathLike | TiffPage) -> tuple[int, int]:
+    """``(width, height)`` of an image file, or of one z-stack page, from its header alone: no pixel
+    is decoded, so an image too large for the memory is refused before it fills it. One-line
+    errors as :func:`read_image`."""
+    if isinstance(src, TiffPage):
+        import tifffile  # optional import: ships with scikit-image
+
+        try:
+            with tifffile.TiffFile(src.path) as tif:
+                pages = tif.pages if src.series is None else tif.series[src.series].pages
+                key = pages[src.pages[0]].keyframe
+                return int(key.imagewidth), int(key.imagelength)
+        except Exception as e:  # noqa: BLE001 - tifffile errors alike mean an unreadable page to the user
+            raise ValueError(f"cannot read {src} ({type(e).__name__}: {e})") from None
+    with warnings.catch_warnings():  # the size is what the caller checks: Pillow's warning would only repeat it
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with _open(Path(src)) as im:
+            return im.size
 
 
 def _load(im: Image.Image, path: Path) -> None:
@@ -265,13 +289,7 @@ def _encoder(path: Path, fmt: str, a: np.ndarray, save_kwargs: dict) -> Callable
             return lambda f: f.write(imagecodecs.png_encode(np.ascontiguousarray(a)))
         import tifffile  # optional import: ships with scikit-image
 
-        def tiff(f: IO[bytes]) -> None:
-            # encoded in memory: tifffile wants a named file, and the temporary one is an open fd
-            buf = io.BytesIO()
-            tifffile.imwrite(buf, np.ascontiguousarray(a), photometric="rgb")
-            f.write(buf.getbuffer())
-
-        return tiff
+        return lambda f: tifffile.imwrite(f, np.ascontiguousarray(a), photometric="rgb")
     im = Image.fromarray(np.ascontiguousarray(a))
     if fmt == "JPEG":
         if im.mode == "RGBA":
@@ -314,43 +332,11 @@ def write_image(path: str | os.PathLike, arr: np.ndarray, **save_kwargs: Any) ->
             f"cannot write {path}: array dtype {a.dtype} (expected uint8, uint16 or bool; "
             "convert floats in [0, 1] with rediffuse.imageio.to_uint8)"
         )
-    encode = _encoder(path, fmt, a, dict(save_kwargs))
-
-    parent = path.parent if str(path.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OSError(f"cannot write {path}: cannot create folder {parent} ({e.strerror or e})") from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise PermissionError(f"cannot write {path}: folder {parent} is not writable")
-
-    # Temporary file in the same folder (same file system, so os.replace is atomic). Created with
-    # os.open(..., 0o666) so the final file gets the usual umask-derived permissions.
-    tmp = parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except OSError as e:
-        raise OSError(f"cannot write {path}: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            encode(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        if isinstance(e, OSError) and e.errno is not None:
-            # ENOSPC and friends: one line that names the file and says nothing was written
-            reason = "the disk is full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else (e.strerror or str(e))
-            err = OSError(f"cannot write {path}: {reason}; nothing was written"
-                          + (f" and the existing {path.name} is unchanged" if path.exists() else ""))
-            err.errno = e.errno
-            raise err from None
-        raise
-    return path
+    buf = io.BytesIO()
+    _encoder(path, fmt, a, dict(save_kwargs))(buf)
+    # encoded in memory, then handed to the one atomic path that writes and counts every byte:
+    # Pillow's own file writer ignores short writes, which cut an 8-bit TIFF short on a full disk
+    return write_bytes(path, buf.getbuffer())
 
 
 # --------------------------------------------------------------------------------------------------

@@ -46,12 +46,14 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .align import (ALIGN_MODES, AUTO_THRESHOLD_PX, CHECK_SIDE, MAX_SIDE, Pyramid, Registration, RegistrationError,
-                    displacement, luma, register, warp)
+from .align import (ALIGN_MODES, AUTO_RESIDUAL, AUTO_THRESHOLD_PX, CHECK_SIDE, MAX_SIDE, Pyramid, Registration,
+                    RegistrationError, displacement, luma, register, warp, warp_residual)
+from .atomic import LOGIT_PREFIX, disk_full, remove_stale_temps
 from .data import image_to_tensor, rgb_to_ycbcr
 from .imageio import write_image
 
 __all__ = ["FrameReader", "StackInfo", "OnlineSoftmax", "accumulate", "fuse_softmax", "fuse_fold", "check_sizes",
+           "check_pixels", "default_max_pixels", "machine_memory", "FUSION_BYTES_PER_PIXEL",
            "write_depth_map", "write_weight_maps", "logit_store", "TAU", "STRIP_ROWS"]
 
 #: Temperature of the softmax over the frames' logits: τ = 2 makes the N = 2 case σ((l_A − l_B) / 2).
@@ -84,6 +86,65 @@ def check_sizes(sizes: Sequence[tuple[int, int]], names: Sequence[str], min_side
     if min(h, w) < min_side:
         raise ValueError(f"the images are {w}×{h} pixels, too small to fuse: rediffuse needs at least "
                          f"{min_side} pixels per side (smaller images up to the network's minimum are padded)")
+
+
+#: Memory per pixel of one frame that fusing a stack needs at its peak, beyond ``_FIXED_BYTES`` for
+#: the network's tiles: peak RSS of ``rediffuse fuse`` on three 16-bit colour frames grew by 150 B
+#: per pixel from 1 to 2 MP (default model and speed), rounded up.
+FUSION_BYTES_PER_PIXEL = 160
+_FIXED_BYTES = 2**30
+
+
+def machine_memory() -> int | None:
+    """Bytes of memory this process may use: the physical memory, or a container's (cgroup) limit
+    when that is lower; ``None`` where neither can be read."""
+    try:
+        total: int | None = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        total = None
+    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():  # "max": no limit
+            total = min(total or int(text), int(text))
+    return total
+
+
+def default_max_pixels() -> int:
+    """The most pixels per frame whose fusion fits this machine's memory (0: unknown, no limit)."""
+    mem = machine_memory()
+    return max((mem - _FIXED_BYTES) // FUSION_BYTES_PER_PIXEL, 1) if mem else 0
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.1f} GB"
+
+
+def check_pixels(frames: Sequence, names: Sequence[str], max_pixels: int | None = None) -> None:
+    """Refuse, from the files' headers alone (nothing decoded), a frame of more than ``max_pixels``
+    pixels (``None``: :func:`default_max_pixels`, from this machine's memory; 0: no limit), with a
+    one-line ``ValueError`` stating what its fusion would need. Arrays are in memory already and
+    pass; a file Pillow itself refuses as a decompression bomb is a one-line error too."""
+    from .imageio import TiffPage, image_size
+
+    default = max_pixels is None
+    limit = default_max_pixels() if default else int(max_pixels)
+    for frame, name in zip(frames, names):
+        if not isinstance(frame, (str, os.PathLike, TiffPage)):
+            continue
+        w, h = image_size(frame)
+        if not limit or w * h <= limit:
+            continue
+        need = _gb(FUSION_BYTES_PER_PIXEL * w * h + _FIXED_BYTES)
+        if default:
+            why = f"more than this machine's {_gb(machine_memory() or 0)} of memory can fuse ({limit / 1e6:.3g} MP)"
+        else:
+            why = f"more than --max-pixels {limit} allows"
+        raise ValueError(f"{name} is {w}×{h} pixels ({w * h / 1e6:.3g} MP), {why}: fusing it needs about {need} "
+                         "of memory; fuse a smaller copy, or raise the limit with --max-pixels (max_pixels in "
+                         "Python) where that memory is there")
 
 
 @dataclass
@@ -135,27 +196,35 @@ class FrameReader:
         colour, bits = [False] * self.n, [8] * self.n
         motion = None if align == "none" else ("similarity" if align == "auto" else align)
         side = CHECK_SIDE if align == "auto" else MAX_SIDE
-        ref_pyr, regs, prev, failure = None, [None] * self.n, None, None
+        ref_pyr, regs, prev = None, [None] * self.n, None
+        failed: list[RegistrationError] = []
+        trusted = [True] * self.n  # "auto": whether a frame's warp explains a motion (align.AUTO_RESIDUAL)
         for i in order:
             a, bits[i] = self.load(i)
             sizes[i], colour[i] = a.shape[:2], a.ndim == 3
-            if motion is None or failure or sizes[i] != sizes[self.reference] or min(sizes[i]) < min_side:
+            if motion is None or sizes[i] != sizes[self.reference] or min(sizes[i]) < min_side:
                 continue
             if i == self.reference:
                 ref_pyr = Pyramid(luma(a), side)
                 regs[i] = Registration(np.eye(3), motion, 1.0)
                 continue
             try:
-                regs[i] = self._register(ref_pyr, Pyramid(luma(a), side), motion, prev, i)
+                pyr = Pyramid(luma(a), side)
+                regs[i] = self._register(ref_pyr, pyr, motion, prev, i)
                 prev = regs[i].matrix
+                if align == "auto":
+                    # differently focused frames of one geometry pull ECC off by pixels on small
+                    # frames; such a warp leaves their phase disagreement as it was
+                    trusted[i] = warp_residual(ref_pyr, pyr, prev) <= AUTO_RESIDUAL
             except RegistrationError as e:
-                failure = e
+                failed.append(e)  # the others are still tried: they tell which frame is the odd one out
         check_sizes(sizes, self.names, min_side)  # type: ignore[arg-type]
         h, w = sizes[0]  # type: ignore[misc]
         info = StackInfo(h, w, colour, bits)
         if motion is None:
             return info
-        if failure is not None:
+        if failed:
+            failure = self._blame(failed, motion)
             if align != "auto":
                 raise failure
             msg = (f"could not check whether the frames are aligned ({getattr(failure, 'short', failure)}); "
@@ -163,11 +232,14 @@ class FrameReader:
             warnings.warn(msg, stacklevel=3)
             info.notes.append(msg)
             return info
-        info.largest_move_px = max(displacement(r.matrix, (h, w)) for r in regs)
-        worst = max(range(self.n), key=lambda k: displacement(regs[k].matrix, (h, w)))
+        moves = [displacement(r.matrix, (h, w)) if ok else 0.0 for r, ok in zip(regs, trusted)]
+        info.largest_move_px = max(moves)
+        worst = max(range(self.n), key=moves.__getitem__)
         if align == "auto":
             if info.largest_move_px <= AUTO_THRESHOLD_PX:
-                say(f"frames aligned (they move by {info.largest_move_px:.1f} px at most): fused as they are")
+                move = f"they move by {info.largest_move_px:.1f} px at most" if info.largest_move_px >= 0.05 else \
+                    "no frame moves measurably"
+                say(f"frames aligned ({move}): fused as they are")
                 return info
             say(f"frames misaligned by up to {info.largest_move_px:.1f} px ({self.names[worst]}): registering "
                 f"every frame to {self.names[self.reference]} (similarity; --align none fuses them as they are)")
@@ -196,7 +268,30 @@ class FrameReader:
                 f"it belongs to this stack, pick a reference focused mid-stack (--reference K), or fuse "
                 f"the frames as they are (--align none)")
             err.short = f"{self.names[i]}: {e}"  # type: ignore[attr-defined]
+            err.reason = str(e)  # type: ignore[attr-defined]
             raise err from None
+
+    def _blame(self, failed: list[RegistrationError], motion: str) -> RegistrationError:
+        """The error for frames that could not be registered. A registration compares two frames, so
+        its failure is the pair's: when every frame of a stack fails, the reference is the odd one
+        out (a noise frame, say); in a pair neither is named as the culprit."""
+        first, ref = failed[0], self.names[self.reference]
+        if len(failed) < self.n - 1:
+            return first  # other frames match the reference: this one is the odd one out
+        reason = getattr(first, "reason", str(first))
+        if self.n == 2:
+            other = self.names[1 - self.reference]
+            short = f"{other} and {ref} do not match: {reason}"
+            msg = (f"{other} cannot be registered to {ref} ({motion}): {reason}; check that both belong to one "
+                   "stack, or fuse them as they are (--align none)")
+        else:
+            short = f"no frame matches the reference {ref}: {reason}"
+            msg = (f"no frame can be registered to the reference {ref} ({motion}): {reason}; check that {ref} "
+                   "belongs to this stack, pick another reference (--reference K), or fuse the frames as they "
+                   "are (--align none)")
+        err = RegistrationError(msg)
+        err.short = short  # type: ignore[attr-defined]
+        return err
 
     def _refine(self, coarse: list[Registration], motion: str) -> list[Registration]:
         """Full-precision registration (levels up to ``MAX_SIDE``) from coarse estimates."""
@@ -278,7 +373,7 @@ class OnlineSoftmax:
                 if valid is not None:
                     z = np.where(valid[None, s], z, _OUTSIDE)
                 if kept is not None:
-                    z.tofile(kept)
+                    self._keep(kept, z)
                 m_new = np.maximum(self.m[:, s], z)
                 rescale = np.exp(self.m[:, s] - m_new)  # ≤ 1: the earlier sums in the new maximum's units
                 e = np.exp(z - m_new)
@@ -291,6 +386,21 @@ class OnlineSoftmax:
                     better = zc > self.best[s]
                     self.best[s][better] = zc[better]
                     self.index[s][better] = i
+
+    def _keep(self, f, z: np.ndarray) -> None:
+        """Append ``z`` to a kept-logits file; a full disk is one line naming the file (``ndarray.tofile``
+        said only "20480 requested and 0 written")."""
+        try:
+            f.write(np.ascontiguousarray(z).data)
+            f.flush()
+        except OSError as e:
+            folder = self.keep.parent
+            reason = "the disk is full" if disk_full(e) else (e.strerror or str(e))
+            err = OSError(f"cannot write {f.name}, the scratch file of a weight map: {reason}; the weight maps of "
+                          f"{self.n} frames need about {self.n * 4 * int(np.prod(self.shape)) / 1e6:.3g} MB of scratch "
+                          f"space in {folder}: free some there or name another --save-weights folder")
+            err.errno = e.errno
+            raise err from None
 
     def result(self) -> np.ndarray:
         """``[C, H, W]`` float32: the softmax-weighted sum of the ``y`` added."""
@@ -414,5 +524,6 @@ def logit_store(folder: str | os.PathLike | None) -> Iterator[Path | None]:
         yield None
         return
     Path(folder).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".rediffuse-logits-", dir=folder) as tmp:
+    remove_stale_temps(folder)  # what a killed run left there (its pid is in the name)
+    with tempfile.TemporaryDirectory(prefix=f"{LOGIT_PREFIX}{os.getpid()}-", dir=folder) as tmp:
         yield Path(tmp)

@@ -124,10 +124,28 @@ class TrainConfig:
                              "only they know where the focus boundaries are")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        base = self.model.get("base", 64)
-        if isinstance(base, bool) or not isinstance(base, int) or base < 1:
-            raise ValueError(f"model base width must be a whole number ≥ 1, got {base!r}")
+        if self.crop < 8:  # the pair generators cut nothing smaller
+            raise ValueError(f"crop must be at least 8 pixels, got {self.crop}")
+        self._validate_model()
         return self
+
+    def _validate_model(self) -> None:
+        """The U-Net's own checks, said in terms of the settings (``base``, ``groups``) before it is
+        built, instead of the network's ("GroupNorm groups do not divide a level of 1 fields")."""
+        kw = _model_kwargs(self)
+        base, groups, m = kw["base"], kw["groups"], kw["m"]
+        if isinstance(base, bool) or not isinstance(base, int) or base < 1:
+            raise ValueError(f"base must be a whole number ≥ 1, got {base!r}")
+        if base % m:
+            raise ValueError(f"base must be a multiple of {m} (feature fields × {m} orientations), got {base}")
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+            raise ValueError(f"groups must be a whole number ≥ 1, got {groups!r}")
+        fields = sorted({base * k // m for k in (1, *kw["mults"])})
+        if any(f % groups for f in fields):
+            fits = [g for g in range(1, fields[0] + 1) if all(f % g == 0 for f in fields)]
+            raise ValueError(f"groups {groups} must divide the feature fields of every level, and base {base} gives "
+                             f"{', '.join(map(str, fields))} (base / {m} orientations × mults): choose groups "
+                             f"{' or '.join(map(str, fits))}, or a base that is a multiple of {groups * m}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":

@@ -43,8 +43,8 @@ NBVAL_OUTPUT = REPO_ROOT / "outputs" / "nbval"
 NBVAL_OUTPUT_ENV = "REDIFFUSE_NBVAL_OUTPUT"  # overrides NBVAL_OUTPUT (the tests point it at a temporary folder)
 
 __all__ = ["list_notebooks", "notebook_parameters", "parse_parameter", "run_notebook", "run_tutorial",
-           "write_results", "kernel_config", "nbval_parameters", "parameter_source", "SMOKE_CELL_TIMEOUT",
-           "NBVAL_OUTPUT", "NBVAL_OUTPUT_ENV"]
+           "check_output_dir", "write_results", "kernel_config", "nbval_parameters", "parameter_source",
+           "SMOKE_CELL_TIMEOUT", "NBVAL_OUTPUT", "NBVAL_OUTPUT_ENV"]
 
 SMOKE_CELL_TIMEOUT = 1800  # seconds a cell may run in the small configuration
 
@@ -137,6 +137,30 @@ def parameter_source(parameters: dict[str, Any], origin: str = "nbval") -> str:
     return "\n".join(lines) + "\n"
 
 
+def _not_the_sources(output_dir: Path | str) -> None:
+    """Refuse ``notebooks/`` (or a folder inside it) as an output folder: the executed copies would
+    replace the clean source notebooks."""
+    out, src = Path(output_dir).resolve(), NOTEBOOK_DIR.resolve()
+    if out == src or src in out.parents:
+        raise ValueError(f"{output_dir} is the tutorial's own notebooks/ folder, whose clean notebooks the executed "
+                         f"copies would replace; choose another folder with -o (the default is {DEFAULT_OUTPUT.name}/ "
+                         "under outputs/)")
+
+
+def check_output_dir(output_dir: Path | str, notebooks: list[Path], overwrite: bool = False) -> None:
+    """Refuse an output folder where running ``notebooks`` would replace files: each notebook writes
+    ``<stem>.ipynb``, ``<stem>.json`` and figures into ``<stem>/``. ``FileExistsError`` (one line,
+    naming them) unless ``overwrite``; ``notebooks/`` itself is refused always."""
+    _not_the_sources(output_dir)
+    out = Path(output_dir)
+    taken = [p.name for nb in notebooks for p in (out / nb.name, out / f"{nb.stem}.json") if p.exists()]
+    taken += [f"{nb.stem}/" for nb in notebooks if (out / nb.stem).is_dir() and any((out / nb.stem).iterdir())]
+    if taken and not overwrite:
+        listing = ", ".join(taken if len(taken) <= 4 else taken[:3] + [f"{len(taken) - 3} more"])
+        raise FileExistsError(f"{out} already holds {listing}, which this run would replace; add --overwrite to "
+                              "replace them, or choose another folder with -o")
+
+
 def run_notebook(notebook: Path | str, output_dir: Path | str = DEFAULT_OUTPUT, *, smoke: bool = True,
                  device: str = "cpu", parameters: dict | None = None, timeout: int | None = SMOKE_CELL_TIMEOUT,
                  progress: bool = False) -> dict:
@@ -144,6 +168,7 @@ def run_notebook(notebook: Path | str, output_dir: Path | str = DEFAULT_OUTPUT, 
     ``timeout``: seconds any one cell may run (``None``: no limit)."""
     import papermill as pm
 
+    _not_the_sources(output_dir)
     notebook = Path(notebook).resolve()
     output_dir = Path(output_dir).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -170,11 +195,14 @@ def run_notebook(notebook: Path | str, output_dir: Path | str = DEFAULT_OUTPUT, 
 
 
 def run_tutorial(output_dir: Path | str = DEFAULT_OUTPUT, *, smoke: bool = True, device: str = "auto",
-                 only: list[str] | None = None, parameters: dict[str, Any] | None = None) -> dict[str, dict]:
+                 only: list[str] | None = None, parameters: dict[str, Any] | None = None,
+                 overwrite: bool = False) -> dict[str, dict]:
     """Run every tutorial notebook in order; return ``{stem: results}``.
 
     ``parameters`` go to every notebook whose ``parameters`` cell defines them (a name no selected
-    notebook has is a ``ValueError``). Cells have no time limit in the full configuration.
+    notebook has is a ``ValueError``). Cells have no time limit in the full configuration. Files of
+    an earlier run (or the user's own of the same names) in ``output_dir`` are replaced only with
+    ``overwrite`` (:func:`check_output_dir`); ``notebooks/`` is never an output folder.
     """
     device = resolve_device(device)
     notebooks = list_notebooks()
@@ -191,6 +219,7 @@ def run_tutorial(output_dir: Path | str = DEFAULT_OUTPUT, *, smoke: bool = True,
     if unused:
         raise ValueError(f"no selected notebook has the parameter {', '.join(unused)}; the notebooks' parameters "
                          "are in the cell tagged 'parameters' of each")
+    check_output_dir(output_dir, notebooks, overwrite)
     out = {}
     for nb in tqdm(notebooks, desc="notebooks", unit="nb"):
         mine = {k: v for k, v in parameters.items() if k in known.get(nb.stem, {})}

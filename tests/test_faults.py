@@ -7,6 +7,7 @@ are skipped where that is not allowed (not root, or no mount in a container).
 from __future__ import annotations
 
 import csv
+import errno
 import os
 import random
 import shutil
@@ -14,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import imagecodecs
@@ -67,6 +69,12 @@ def photos(tmp_path):
         paths.append(d / name)
         Image.fromarray(rng.integers(0, 256, (40, 48), dtype=np.uint8)).save(paths[-1])
     return paths
+
+
+@pytest.fixture
+def tiny(tiny_checkpoint):
+    """The small test model, loaded."""
+    return FusionModel(tiny_checkpoint)
 
 
 @pytest.fixture
@@ -488,3 +496,401 @@ def test_kill_9_during_training_then_resume_is_bitwise_an_uninterrupted_run(tmp_
     for i, (sa, sb) in enumerate(zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values())):
         for k in sa:
             assert torch.equal(torch.as_tensor(sa[k]), torch.as_tensor(sb[k])), f"optimizer state {i}/{k} differs"
+
+
+# ----------------------------------------------------------------------------- 11. every image through one atomic path
+
+# (format, array): the 8-bit RGB TIFF is the one Pillow cut short without a word on a full disk
+_FORMATS = [(".tif", (64, 80, 3), np.uint8), (".tif", (64, 80), np.uint8), (".tif", (64, 80, 3), np.uint16),
+            (".png", (64, 80, 3), np.uint8), (".jpg", (64, 80, 3), np.uint8), (".bmp", (64, 80, 3), np.uint8),
+            (".webp", (64, 80, 3), np.uint8)]
+
+
+def nearly_full_disk(monkeypatch, room: int, lie: bool = False) -> None:
+    """``os.write`` as on a disk with ``room`` bytes free: a short write, then ENOSPC (what the kernel
+    does), or with ``lie`` a layer that reports every byte written and keeps only ``room``."""
+    real, left = os.write, [room]
+
+    def write(fd, data):
+        if fd <= 2:  # the terminal
+            return real(fd, data)
+        data = memoryview(data)
+        if lie:
+            real(fd, data[:max(left[0], 0)])
+            left[0] -= len(data)
+            return len(data)
+        if left[0] <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        n = real(fd, data[:left[0]])
+        left[0] -= n
+        return n
+
+    monkeypatch.setattr(os, "write", write)
+
+
+@pytest.mark.parametrize("ext,shape,dtype", _FORMATS)
+def test_a_write_cut_short_by_a_full_disk_is_one_line_for_every_format(tmp_path, monkeypatch, ext, shape, dtype):
+    old = tmp_path / f"prev{ext}"
+    write_image(old, np.full(shape[:2], 7, np.uint8))
+    before = old.read_bytes()
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, np.iinfo(dtype).max, shape, dtype=dtype, endpoint=True)  # incompressible
+    nearly_full_disk(monkeypatch, room=2000)
+    with pytest.raises(OSError) as e:
+        write_image(old, noise)
+    msg = str(e.value)
+    assert e.value.errno == errno.ENOSPC and "\n" not in msg and "[Errno" not in msg
+    assert msg == f"cannot write {old}: the disk is full; nothing was written and the existing {old.name} is unchanged"
+    assert old.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [old.name]
+
+
+def test_bytes_that_never_reached_the_disk_are_caught_before_the_rename(tmp_path, monkeypatch):
+    old = tmp_path / "prev.tif"
+    write_image(old, np.zeros((8, 8, 3), np.uint8))
+    before = old.read_bytes()
+    nearly_full_disk(monkeypatch, room=300, lie=True)
+    with pytest.raises(OSError, match=r"the disk is full \(only 300 of \d+ bytes reached it\)"):
+        write_image(old, np.random.default_rng(1).integers(0, 256, (64, 80, 3), dtype=np.uint8))
+    assert old.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["prev.tif"]
+
+
+def test_figures_take_the_same_atomic_path(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rediffuse.viz.common import save_figure
+
+    fig = plt.figure()
+    first = save_figure(fig, tmp_path, "fig").read_bytes()
+    nearly_full_disk(monkeypatch, room=100)
+    with pytest.raises(OSError, match="fig.png: the disk is full; nothing was written and the existing"):
+        save_figure(fig, tmp_path, "fig", dpi=300)
+    plt.close(fig)
+    assert (tmp_path / "fig.png").read_bytes() == first and len(list(tmp_path.iterdir())) == 1
+
+
+def test_full_disk_8bit_rgb_tiff_keeps_the_earlier_file(small_disk):
+    """The reported case on a real file system: a 64 KiB tmpfs with 12 KiB left."""
+    prev = small_disk / "prev.tif"
+    write_image(prev, np.random.default_rng(0).integers(0, 256, (20, 20, 3), dtype=np.uint8))
+    before = prev.read_bytes()
+    (small_disk / "fill").write_bytes(b"x" * (64 * 1024 - 16 * 1024))
+    with pytest.raises(OSError) as e:
+        write_image(prev, np.random.default_rng(1).integers(0, 256, (80, 80, 3), dtype=np.uint8))  # 19 kB
+    assert "disk is full" in str(e.value) and "prev.tif is unchanged" in str(e.value)
+    assert prev.read_bytes() == before and sorted(p.name for p in small_disk.iterdir()) == ["fill", "prev.tif"]
+
+
+# ----------------------------------------------------------------------------- 12. the tutorial's output folder
+
+
+def test_tutorial_will_not_replace_files_in_its_output_folder(tmp_path, monkeypatch, capsys):
+    from rediffuse import tutorial
+
+    mine = {tmp_path / "01_bconv.ipynb": "my notebook", tmp_path / "01_bconv.json": "{}",
+            tmp_path / "01_bconv" / "keys_kernel.png": "my figure"}
+    for path, text in mine.items():
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+    ran = []
+    monkeypatch.setattr(tutorial, "run_notebook", lambda nb, out, **kw: ran.append(nb.stem) or {"wall_s": 0.0})
+    code, _, err = run_cli(["tutorial", "-o", tmp_path, "--only", "01", "--device", "cpu"], capsys)
+    line = error_line(err, "tutorial")
+    assert code == 2 and "01_bconv.ipynb" in line and "--overwrite" in line and not ran
+    assert all(p.read_text() == text for p, text in mine.items())
+    with pytest.raises(FileExistsError):
+        tutorial.run_tutorial(tmp_path, device="cpu", only=["01"])
+    # another notebook's files are not in the way, and --overwrite replaces
+    assert run_cli(["tutorial", "-o", tmp_path, "--only", "02", "--device", "cpu"], capsys)[0] == 0
+    assert run_cli(["tutorial", "-o", tmp_path, "--only", "01", "--overwrite", "--device", "cpu"], capsys)[0] == 0
+    assert ran == ["02_equivariance_theorems", "01_bconv"]
+
+
+def test_tutorial_never_writes_into_notebooks(tmp_path, capsys):
+    from rediffuse import tutorial
+
+    sources = {p: p.read_bytes() for p in tutorial.NOTEBOOK_DIR.glob("*.ipynb")}
+    for folder in (tutorial.NOTEBOOK_DIR, tutorial.NOTEBOOK_DIR / "sub"):
+        code, _, err = run_cli(["tutorial", "-o", folder, "--overwrite", "--only", "01", "--device", "cpu"], capsys)
+        assert code == 2 and "notebooks/ folder" in error_line(err, "tutorial")
+    with pytest.raises(ValueError, match="notebooks/ folder"):
+        tutorial.run_notebook(tutorial.NOTEBOOK_DIR / "01_bconv.ipynb", tutorial.NOTEBOOK_DIR)
+    assert {p: p.read_bytes() for p in tutorial.NOTEBOOK_DIR.glob("*.ipynb")} == sources
+    assert not (tutorial.NOTEBOOK_DIR / "sub").exists()
+
+
+# ----------------------------------------------------------------------------- 13. huge images
+
+
+def png_header(path: Path, width: int, height: int, bits: int = 8, colour: int = 0) -> Path:
+    """A PNG that declares ``width × height`` pixels and holds almost no data: what a decompression
+    bomb looks like to a reader that checks the header (the pixels are never decoded here)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([bits, colour, 0, 0, 0])
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1000))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_an_image_too_large_is_refused_from_its_header(tiny_checkpoint, photos, tmp_path, monkeypatch, capsys):
+    big = png_header(tmp_path / "big.png", 12000, 12000, bits=16, colour=2)  # 144 MP of 16-bit RGB
+    import rediffuse.fuse as F
+
+    monkeypatch.setattr(F, "read_image_native", lambda p: pytest.fail(f"{p} decoded before its size was checked"))
+    code, _, err = run_cli(fuse_argv(tiny_checkpoint, big, photos[0], out=tmp_path / "o.png",
+                                     extra=["--max-pixels", "100M"]), capsys)
+    line = error_line(err, "fuse")
+    assert code == 1 and "big.png is 12000×12000 pixels (144 MP)" in line and "--max-pixels 100000000" in line
+    assert "needs about 24" in line and "GB of memory" in line and not (tmp_path / "o.png").exists()
+    with pytest.raises(ValueError, match="big.png is 12000×12000"):
+        fuse([big, photos[0]], FusionModel(tiny_checkpoint), max_pixels=10**8)
+    code, _, err = run_cli(fuse_argv(tiny_checkpoint, big, photos[0], out=tmp_path / "o.png",
+                                     extra=["--max-pixels", "lots"]), capsys)
+    assert code == 2 and "--max-pixels" in error_line(err, "fuse")
+
+
+def test_the_default_pixel_limit_comes_from_the_memory(tiny_checkpoint, photos, tmp_path, monkeypatch, capsys):
+    import rediffuse.stack as S
+
+    big = png_header(tmp_path / "big.png", 12000, 12000, bits=16, colour=2)
+    monkeypatch.setattr(S, "machine_memory", lambda: 8 * 10**9)  # an 8 GB laptop
+    limit = S.default_max_pixels()
+    assert 40e6 < limit < 50e6  # (8 GB - 1 GiB) / 160 B
+    code, _, err = run_cli(fuse_argv(tiny_checkpoint, big, photos[0], out=tmp_path / "o.png"), capsys)
+    line = error_line(err, "fuse")
+    assert code == 1 and "this machine's 8.0 GB of memory can fuse" in line and "needs about 24.1 GB" in line
+    assert run_cli(fuse_argv(tiny_checkpoint, *photos, out=tmp_path / "o.png"), capsys)[0] == 0  # small ones pass
+
+
+def test_a_decompression_bomb_is_one_line_not_a_traceback(tiny_checkpoint, photos, tmp_path, capsys):
+    bomb = png_header(tmp_path / "bomb.png", 30000, 30000)  # 900 MP, over Pillow's own limit
+    for read in (read_image_native, read_image_float):
+        with pytest.raises(ValueError) as e:
+            read(bomb)
+        assert "\n" not in str(e.value) and "bomb.png" in str(e.value) and "900000000 pixels" in str(e.value)
+    code, _, err = run_cli(fuse_argv(tiny_checkpoint, bomb, photos[0], out=tmp_path / "o.png",
+                                     extra=["--max-pixels", "200M"]), capsys)
+    assert code == 1 and "bomb.png is 30000×30000 pixels (900 MP)" in error_line(err, "fuse")
+    assert "DecompressionBomb" not in err
+
+
+# ----------------------------------------------------------------------------- 14. --align auto on small frames
+
+
+def band_stack(n: int, size: tuple[int, int], photo: str, sigma: float) -> list[np.ndarray]:
+    """N frames of identical geometry, frame k sharp in the k-th horizontal band and blurred elsewhere."""
+    import cv2
+
+    from rediffuse.data import blur, skimage_photo
+
+    h, w = size
+    img = cv2.resize(skimage_photo(photo).astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
+    soft = blur(img, "gaussian", sigma).astype(np.float32)
+    edges = np.linspace(0, h, n + 1).astype(int)
+    frames = []
+    for k in range(n):
+        band = np.zeros((h, w, 1), np.float32)
+        band[edges[k]:edges[k + 1]] = 1
+        frames.append(np.clip(np.rint(band * img + (1 - band) * soft), 0, 255).astype(np.uint8))
+    return frames
+
+
+@pytest.mark.parametrize("photo,n,size", [("rocket", 5, (64, 64)), ("chelsea", 5, (64, 64)),
+                                          ("astronaut", 100, (64, 64)), ("coffee", 10, (192, 256))])
+def test_auto_alignment_leaves_identical_geometry_alone_at_any_size(tiny, photo, n, size):
+    # before: rocket 64×64 "misaligned by up to 11.9 px", chelsea 3.5 px, and the frames were resampled
+    from rediffuse import stack as S
+
+    frames = band_stack(n, size, photo, sigma=4.0)
+    notes: list[str] = []
+    reader = S.FrameReader(lambda i: (frames[i], 8), [f"f{i:03d}.png" for i in range(n)])
+    info = reader.survey("auto", log=notes.append)
+    assert info.motion is None and reader.registrations is None, notes
+    assert notes == ["frames aligned (no frame moves measurably): fused as they are"]
+    if n <= 10:
+        assert np.array_equal(fuse(frames, tiny, align="auto"), fuse(frames, tiny, align="none"))
+
+
+@pytest.mark.parametrize("size", [(64, 64), (96, 96)])
+def test_auto_alignment_still_registers_moved_small_stacks(size):
+    from rediffuse import stack as S
+    from stacks import misaligned_stack
+
+    frames, _, _, truth = misaligned_stack(3, size, seed=1)  # shifts up to 20 px, 1°, 2 %
+    notes: list[str] = []
+    reader = S.FrameReader(lambda i: (frames[i], 8), ["a", "b", "c"])
+    assert reader.survey("auto", log=notes.append).motion == "similarity"
+    assert notes[0].startswith("frames misaligned by up to")
+
+
+# ----------------------------------------------------------------------------- 15. full disk under --save-weights
+
+
+def test_full_disk_while_keeping_weight_maps_names_the_file(tmp_path):
+    from rediffuse.stack import OnlineSoftmax
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full (a device whose writes fail with ENOSPC)")
+    (tmp_path / "0.f32").symlink_to("/dev/full")  # the scratch file of frame 0, on a disk with no room
+    acc = OnlineSoftmax(2, (1, 300, 40), keep=tmp_path)
+    with pytest.raises(OSError) as e:
+        acc.add(0, np.zeros((1, 300, 40), np.float32))
+    msg = str(e.value)
+    assert e.value.errno == errno.ENOSPC and "\n" not in msg and "requested and" not in msg
+    assert f"cannot write {tmp_path / '0.f32'}" in msg and "the disk is full" in msg and "--save-weights" in msg
+
+
+def test_fuse_cli_save_weights_on_a_full_disk_is_one_line(tiny_checkpoint, small_disk, capsys):
+    rng = np.random.default_rng(4)
+    srcs = []
+    for name in ("a.png", "b.png"):  # 2 × 128² float32 logits (128 kB) cannot fit in 64 kB
+        srcs.append(small_disk.parent / name)
+        write_image(srcs[-1], rng.integers(0, 256, (128, 128), dtype=np.uint8))
+    out = small_disk.parent / "fused.png"
+    code, _, err = run_cli(fuse_argv(tiny_checkpoint, *srcs, out=out, extra=["--save-weights", small_disk / "w"]),
+                           capsys)
+    line = error_line(err, "fuse")
+    assert code == 1 and "the disk is full" in line and ".f32" in line and "--save-weights" in line
+    assert not out.exists() and list((small_disk / "w").iterdir()) == []  # the scratch folder is gone too
+
+
+# ----------------------------------------------------------------------------- 16, 17. command lines and exit codes
+
+
+def test_argparse_mistakes_are_one_line_without_the_usage_block(tiny_checkpoint, photos, tmp_path, capsys):
+    out = tmp_path / "o.png"
+    cases = [
+        (["train", "-o", tmp_path / "run", "--ckpt-every", "0"], "train", "argument --ckpt-every: expected a number"),
+        (fuse_argv(tiny_checkpoint, *photos, out=out, extra=["--steps", "-1"]), "fuse", "argument --steps"),
+        (fuse_argv(tiny_checkpoint, *photos, out=out, extra=["--overlap", "-1"]), "fuse", "argument --overlap"),
+        (fuse_argv(tiny_checkpoint, *photos, out=out, extra=["--scale", "0"]), "fuse", "argument --scale"),
+        (fuse_argv(tiny_checkpoint, *photos, out=out, extra=["--seed", str(2**64)]), "fuse", "0 to 2**63 - 1"),
+        (["train", "-o", tmp_path / "run", "--seed", str(2**64)], "train", "0 to 2**63 - 1"),
+        (["evaluate", tmp_path, "-m", "average", "--limit", "0"], "evaluate", "argument --limit"),
+        (["fuse", *photos, "-o", out, "--no-such-flag"], "fuse", "unrecognized arguments: --no-such-flag"),
+        (["fuse", *photos], "fuse", "the following arguments are required: -o/--output"),
+    ]
+    for argv, command, expected in cases:
+        code, _, err = run_cli(argv, capsys)
+        assert code == 2 and err.count("\n") == 1 and "usage:" not in err, (argv, err)
+        line = error_line(err, command)
+        assert expected in line and line.endswith(f"(rediffuse {command} --help lists the options)"), line
+    code, _, err = run_cli(["nonsense"], capsys)
+    assert code == 2 and err.startswith("rediffuse: error: argument COMMAND: invalid choice") and err.count("\n") == 1
+
+
+def test_bad_option_values_exit_2_and_name_the_option(tiny_checkpoint, photos, tmp_path, capsys):
+    out = tmp_path / "o.png"
+    cases = [
+        (fuse_argv(tiny_checkpoint, *photos, out=out, extra=["--tile", "3"]), "fuse", "--tile must be"),
+        (fuse_argv(tiny_checkpoint, *photos, out=out, extra=["--tile", "64", "--overlap", "40"]), "fuse",
+         "--overlap must be"),
+        (fuse_argv(tiny_checkpoint, *photos, out=out, extra=["--sampler", "nope"]), "fuse", "unknown sampler"),
+        (["train", "--dry-run", "--crop", "7"], "train", "--crop must be at least 8 pixels, got 7"),
+        (["train", "--dry-run", "--base", "4", "--groups", "2"], "train", "--groups 2 must divide"),
+        (["train", "--dry-run", "--base", "6"], "train", "--base must be a multiple of 4"),
+    ]
+    for argv, command, expected in cases:
+        code, _, err = run_cli(argv, capsys)
+        line = error_line(err, command)
+        assert code == 2 and expected in line and "GroupNorm" not in line, (argv, err)
+    assert not out.exists()
+    code, _, err = run_cli(fuse_argv(tiny_checkpoint, tmp_path / "missing.png", photos[0], out=out), capsys)
+    assert code == 1 and "not found" in error_line(err, "fuse")  # a failure while running: 1
+
+
+def test_ctrl_c_exits_130_and_train_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    from rediffuse.cli import fuse as fuse_command
+    from rediffuse.cli import train as train_command
+
+    def ctrl_c(args):
+        raise KeyboardInterrupt
+
+    run = tmp_path / "run"
+    run.mkdir()
+    monkeypatch.setattr(train_command, "run", ctrl_c)
+    code, _, err = run_cli(["train", "-o", run, "--synthetic", "4"], capsys)
+    assert code == 130 and err == "rediffuse train: interrupted; no checkpoint was written yet: start the run again " \
+                                  "with the same command\n"
+    (run / "last.pt").write_bytes(b"")
+    code, _, err = run_cli(["train", "-o", run, "--synthetic", "4"], capsys)
+    assert code == 130 and f"rediffuse train -o {run} --resume" in err and err.count("\n") == 1
+    monkeypatch.setattr(fuse_command, "run", ctrl_c)
+    code, _, err = run_cli(["fuse", "a.png", "b.png", "-o", tmp_path / "o.png"], capsys)
+    assert code == 130 and err == "rediffuse fuse: interrupted\n"
+
+
+# ----------------------------------------------------------------------------- 18. smaller ones
+
+
+def test_an_alpha_channel_is_reported_once_per_file(tiny_checkpoint, tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    paths = []
+    for k in range(3):  # three frames: each is read three or four times
+        paths.append(tmp_path / f"f{k}.png")
+        rgba = rng.integers(0, 256, (40, 48, 4), dtype=np.uint8)
+        Image.fromarray(rgba if k < 2 else rgba[..., :3]).save(paths[-1])
+    code, _, err = run_cli(fuse_argv(tiny_checkpoint, *paths, out=tmp_path / "o.png"), capsys)
+    notes = [line for line in err.splitlines() if "alpha channel dropped" in line]
+    assert code == 0 and len(notes) == 2 and "f0.png" in notes[0] and "f1.png" in notes[1], err
+
+
+def test_a_noise_reference_is_not_blamed_on_the_other_frame(tiny):
+    from stacks import misaligned_stack
+
+    _, good, _, _ = misaligned_stack(3, (64, 64), seed=0, shift=0)
+    noise = np.random.default_rng(0).integers(0, 256, good[0].shape, dtype=np.uint8)
+    cases = [([noise, good[0]], ["noise.png", "good.png"], "good.png and noise.png do not match"),
+             ([noise, good[0], good[1]], ["noise.png", "a.png", "b.png"], "no frame matches the reference noise.png"),
+             ([good[0], noise, good[1]], ["a.png", "noise.png", "b.png"], "(noise.png: ")]
+    for frames, names, expected in cases:
+        with pytest.warns(UserWarning, match="could not check whether the frames are aligned") as rec:
+            fuse(frames, tiny, align="auto", names=names)
+        msg = str(rec[0].message)
+        assert expected in msg, msg
+    with pytest.raises(ValueError, match=r"no frame can be registered to the reference noise\.png .*--reference K"):
+        fuse([noise, good[0], good[1]], tiny, align="similarity", names=["noise.png", "a.png", "b.png"])
+
+
+def test_flat_frames_give_no_scikit_image_warning(tiny_checkpoint, tmp_path, capsys):
+    paths = [tmp_path / "black1.png", tmp_path / "black2.png"]
+    for p in paths:
+        Image.fromarray(np.zeros((40, 48), np.uint8)).save(p)
+    code, _, err = run_cli(fuse_argv(tiny_checkpoint, *paths, out=tmp_path / "o.png"), capsys)
+    assert code == 0 and "RMS" not in err and "skimage" not in err, err
+
+
+def dead_pid() -> int:
+    """The id of a process that has ended (killed with -9, as a crashed run would be)."""
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    return p.pid
+
+
+def test_temp_files_of_a_killed_run_are_removed_by_the_next_run(tiny_checkpoint, photos, tmp_path, capsys):
+    out_dir, weights = tmp_path / "out", tmp_path / "out" / "w"
+    weights.mkdir(parents=True)
+    gone = dead_pid()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # a writer still at work
+    try:
+        left = [out_dir / f".fused.png.{gone}-0123456789ab.tmp", weights / f".weight-01.png.{gone}-0123456789ab.tmp"]
+        scratch = weights / f".rediffuse-logits-{gone}-x1y2z3"
+        keep = [out_dir / f".fused.png.{live.pid}-ba9876543210.tmp", out_dir / "notes.tmp", out_dir / ".hidden.txt"]
+        for p in left + keep:
+            p.write_bytes(b"half an image")
+        scratch.mkdir()
+        (scratch / "0.f32").write_bytes(b"\0" * 64)
+        code, _, err = run_cli(fuse_argv(tiny_checkpoint, *photos, out=out_dir / "fused.png",
+                                         extra=["--save-weights", weights]), capsys)
+        assert code == 0, err
+        assert not any(p.exists() for p in left) and not scratch.exists()
+        assert all(p.exists() for p in keep)  # a live writer's file, and files that are not ours
+        assert sorted(p.name for p in weights.iterdir()) == ["weight-01.png", "weight-02.png"]
+    finally:
+        live.kill()
+        live.wait()

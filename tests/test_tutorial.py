@@ -58,7 +58,9 @@ def test_full_configuration_runs_after_the_small_one_in_the_same_folder(tmp_path
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     small = subprocess.run(base, capture_output=True, text=True, env=env)
     assert small.returncode == 0, small.stderr[-3000:]
-    full = subprocess.run(base + ["--full", "-p", "BATCH", "2", "-p", "CROP", "32", "-p", "SAMPLE_STEPS", "1"],
+    # the same folder again: the small run's notebooks and results are replaced, which needs --overwrite
+    full = subprocess.run(base + ["--full", "--overwrite", "-p", "BATCH", "2", "-p", "CROP", "32",
+                                  "-p", "SAMPLE_STEPS", "1"],
                           capture_output=True, text=True, env=env)
     assert full.returncode == 0, full.stderr[-3000:]
     r03 = json.loads((tmp_path / "03_train_rediffuse.json").read_text())

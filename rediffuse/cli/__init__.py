@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from . import evaluate, fuse, train, tutorial
-from .common import EXIT_USAGE, run_command
+from .common import EXIT_USAGE, Parser, run_command
 
 __all__ = ["build_parser", "main"]
 
@@ -19,22 +19,23 @@ COMMANDS = (tutorial, train, evaluate, fuse)
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``rediffuse`` parser with every sub-command registered."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="rediffuse",
         description="Rotation-equivariant diffusion for multi-focus image fusion.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command in COMMANDS:
-        command.add_parser(sub)
+    parser.commands = {p.prog.split()[-1]: p for p in (command.add_parser(sub) for command in COMMANDS)}
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default: ``sys.argv[1:]``) and run the command; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # said by the command's parser, so the line names the command whose options they are not
+        parser.commands.get(getattr(args, "command", None), parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .common import (UsageError, nonneg_int, number_type, one_line_warnings, pos_int, runtime_parent, seed_int,
-                     setup_runtime)
+from .common import (UsageError, as_usage_error, nonneg_int, number_type, one_line_warnings, pos_int, runtime_parent,
+                     seed_int, setup_runtime)
 
 __all__ = ["add_parser", "run", "check_output_path", "check_not_an_input", "expand_inputs", "SAMPLER_NAMES",
            "ALIGN_CHOICES",
@@ -117,8 +117,23 @@ fewer than two images, counting the frames of folders and TIFFs; an output that 
 inputs; a bad option value)."""
 
 
+# FusionModel.settings names these settings in its errors; they are the options of the same names
+_SETTINGS = ("sampler", "steps", "tile", "overlap", "seed", "speed", "scale", "working_size")
 _fraction = number_type(float, lambda x: 0 < x <= 1, "a fraction in (0, 1]", "fraction")
 _megapixels = number_type(float, lambda x: 0 <= x < float("inf"), "megapixels ≥ 0 (0: no limit)", "megapixels")
+
+
+def _pixels_arg(value: str) -> int:
+    """argparse type of --max-pixels: a whole number of pixels, or megapixels with M (200M); 0 = no limit."""
+    text = value.strip().upper()
+    try:
+        n = float(text[:-1]) * 1e6 if text.endswith("M") else int(text)
+    except ValueError:
+        n = -1
+    if not 0 <= n < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of pixels such as 200000000 or 200M (0: no limit), "
+                                         f"got {value!r}")
+    return int(n)
 
 
 def _tile_arg(value: str) -> int | str:
@@ -203,6 +218,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--save-weights", metavar="DIR", default=None,
                    help="also write every frame's weight map into DIR (weight-01.png, ...: 16-bit grey, "
                         "weight x 65535); example: --save-weights weights/")
+    p.add_argument("--max-pixels", type=_pixels_arg, metavar="N", default=None,
+                   help="refuse, from its header and before decoding it, an image of more pixels than this (e.g. "
+                        "200M; 0 = no limit); default: as many as this machine's memory can fuse, about "
+                        "160 bytes per pixel")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bar and no summary lines (warnings and errors are still printed)")
     p.set_defaults(func=run)
@@ -262,8 +281,14 @@ def _say(msg: str, quiet: bool = False) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """The ``fuse`` command: read, check, fuse, write. Raises one-line exceptions on errors."""
-    with one_line_warnings(_PROG):
-        return _run(args)
+    from PIL import Image
+
+    guard = Image.MAX_IMAGE_PIXELS  # _run replaces Pillow's guard by its own check; others keep Pillow's
+    try:
+        with one_line_warnings(_PROG):
+            return _run(args)
+    finally:
+        Image.MAX_IMAGE_PIXELS = guard
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -293,12 +318,21 @@ def _run(args: argparse.Namespace) -> int:
 
     from ..fuse import FusionModel, fuse, load_stack_image
     from ..imageio import SIXTEEN_BIT_FORMATS, write_image
+    from ..stack import check_pixels
+
+    # the pixel limit (--max-pixels, or what this machine's memory can fuse), checked from the headers
+    # before anything is decoded, replaces Pillow's own guard (a warning above 89 MP, an error above 179)
+    Image.MAX_IMAGE_PIXELS = None
+    check_pixels(images, [str(im) for im in images], args.max_pixels)
 
     device = setup_runtime(args)
 
     fm = FusionModel(args.checkpoint, device=device, precision=args.precision)
-    st = fm.settings(args.sampler, args.steps, tile=args.tile, overlap=args.overlap, seed=args.seed,
-                     speed=args.speed, scale=args.scale, working_size=args.working_size)
+    try:
+        st = fm.settings(args.sampler, args.steps, tile=args.tile, overlap=args.overlap, seed=args.seed,
+                         speed=args.speed, scale=args.scale, working_size=args.working_size)
+    except ValueError as e:  # a bad option value, found by the model that knows the limits: exit code 2
+        raise as_usage_error(e, _SETTINGS) from None
     first = load_stack_image(images[args.reference - 1])  # for the summary line; frames are read as fused
     h, w = first.shape[:2]
     kind = ("colour" if first.ndim == 3 else "grey") + (", 16-bit" if first.dtype == np.uint16 else "")
@@ -313,7 +347,7 @@ def _run(args: argparse.Namespace) -> int:
     result = fuse(images, fm, settings=st, progress=not args.quiet, names=[str(im) for im in images],
                   align=args.align, reference=args.reference - 1, symmetric=args.symmetric, depth_map=depth_path,
                   save_weights=weights_dir, log=lambda msg: _say(msg, args.quiet),
-                  colour=args.colour, depth_index=args.depth_index)
+                  colour=args.colour, depth_index=args.depth_index, max_pixels=args.max_pixels)
     write_image(out_path, result)
     fmt = Image.registered_extensions().get(out_path.suffix.lower())
     bits = 16 if result.dtype == np.uint16 and fmt in SIXTEEN_BIT_FORMATS else 8

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import EXIT_USAGE, nonneg_float, nonneg_int, pos_float, pos_int, probability, runtime_parent, setup_runtime
+from .common import (EXIT_USAGE, as_usage_error, nonneg_float, nonneg_int, pos_float, pos_int, probability,
+                     runtime_parent, seed_int, setup_runtime)
 
 __all__ = ["add_parser", "run"]
 
@@ -81,7 +82,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="--layered data: weigh the loss of pixels within 15 px of a focus boundary 1 + W "
                         "times (default: 0)")
     o.add_argument("--T", type=pos_int, default=SUPPRESS, help="diffusion steps (default: 2000)")
-    o.add_argument("--seed", type=nonneg_int, default=SUPPRESS, help="(default: 0)")
+    o.add_argument("--seed", type=seed_int, default=SUPPRESS, help="0 to 2**63 - 1 (default: 0)")
 
     m = p.add_argument_group("model")
     m.add_argument("--conv", choices=["bconv", "fconv", "gconv", "plain"], default=SUPPRESS, help="(default: bconv)")
@@ -106,8 +107,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="DataLoader processes building batches ahead of the GPU (default: 0)")
     r.add_argument("--ckpt-every", type=pos_int, default=SUPPRESS, metavar="STEPS",
                    help="write OUT/last.pt every this many steps (default: 250)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, on_interrupt=_interrupted)
     return p
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    """What Ctrl-C leaves of a run and how to go on with it (``run_command`` prints it)."""
+    if not args.out or args.dry_run:
+        return ""
+    from pathlib import Path
+
+    last = Path(args.out) / "last.pt"
+    if not last.is_file():
+        return "no checkpoint was written yet: start the run again with the same command"
+    return (f"{last} holds the last checkpoint: continue with rediffuse train -o {args.out} --resume "
+            "(the steps since it are run again, exactly as before)")
+
+
+# TrainConfig.validate names these settings in its errors; they are the options of the same names
+_SETTINGS = ("steps", "batch", "crop", "lr", "warmup", "band_weight", "precision", "lr_schedule", "synthetic",
+             "layered", "workers", "seed", "ckpt_every", "T", "base", "groups")
 
 
 def _explicit(args: argparse.Namespace) -> dict:
@@ -204,7 +223,10 @@ def run(args: argparse.Namespace) -> int:
         if args.out and not args.dry_run and run_exists(args.out) and not args.overwrite:
             raise ValueError(f"{args.out} already holds a training run; continue it with --resume, "
                              "or discard it with --overwrite")
-    cfg.validate()
+    try:
+        cfg.validate()
+    except ValueError as e:  # a value no run can use: the option's usage error, exit code 2
+        raise as_usage_error(e, _SETTINGS) from None
     _print_estimates(cfg, world, flops=args.dry_run)
     if args.dry_run:
         return 0

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import device_parent, setup_runtime
+from .common import UsageError, device_parent, setup_runtime
 
 __all__ = ["add_parser", "run"]
 
@@ -21,6 +21,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                "  rediffuse tutorial --only 01 02          # a subset, by number prefix\n"
                "  rediffuse tutorial --full --only 03 -p STEPS 20000 -p BATCH 16   # notebook parameters")
     p.add_argument("-o", "--output", default="outputs/tutorial", help="output folder (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the executed notebooks, results and figures an earlier run left in the output "
+                        "folder (without it such a folder is refused, so nothing there is lost)")
     p.add_argument("--full", action="store_true", help="full configuration instead of the small default")
     p.add_argument("--only", nargs="*", metavar="NN", help="run only notebooks whose names start with these")
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
@@ -32,12 +35,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """The ``tutorial`` command: executed notebooks, figures and results JSON under ``args.output``."""
-    from ..tutorial import parse_parameter, run_tutorial
+    from ..tutorial import check_output_dir, list_notebooks, parse_parameter, run_tutorial
 
+    selected = [nb for nb in list_notebooks() if not args.only or any(nb.stem.startswith(o) for o in args.only)]
+    try:  # before any notebook runs: a folder that would lose files is a usage error (exit code 2)
+        check_output_dir(args.output, selected, args.overwrite)
+    except (ValueError, FileExistsError) as e:
+        raise UsageError(str(e)) from None
     device = setup_runtime(args)
     parameters = {name: parse_parameter(value) for name, value in args.parameter}
     results = run_tutorial(args.output, smoke=not args.full, device=device, only=args.only or None,
-                           parameters=parameters)
+                           parameters=parameters, overwrite=args.overwrite)
     for stem, res in results.items():
         print(f"{stem}: {res.get('wall_s', float('nan')):.0f} s  -> {args.output}/{stem}.ipynb")
     return 0

@@ -1,12 +1,15 @@
 """Shared figure helpers, and numbers and tables for ``IPython.display.Markdown``."""
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+
+from ..atomic import write_bytes
 
 
 def fmt(x, digits: int = 3) -> str:
@@ -44,9 +47,10 @@ def save_figure(fig, output_dir: str | Path | None, name: str, dpi: int = 110) -
         return None
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{name}.png"
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    return path
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    # the one atomic path every image takes: a full disk never leaves half a figure
+    return write_bytes(out / f"{name}.png", buf.getbuffer())
 
 
 def live_figure(controls, draw):
