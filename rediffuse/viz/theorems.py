@@ -47,7 +47,7 @@ from .common import fmt, live_figure, markdown_table
 __all__ = ["plot_field", "plot_bound_checks", "plot_groupnorm", "plot_network_checks", "plot_angle_sweep",
            "plot_unet_deltas", "plot_fit_vs_envelope", "plot_quarter_turns", "plot_design_mistakes",
            "plot_error_maps", "turned_input", "draw_explorer", "theorem_explorer", "draw_unet_map", "unet_map_explorer", "fmt",
-           "markdown_table", "OPERATOR_LABELS"]
+           "markdown_table", "OPERATOR_LABELS", "delta_axis"]
 
 OPERATOR_LABELS = {
     "maxpool": "max pooling (Thm 3.1)",
@@ -56,6 +56,15 @@ OPERATOR_LABELS = {
     "plain": "plain CNN (no guarantee)",
 }
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
+
+
+def delta_axis(ax, deltas) -> None:
+    """Label a log δ axis at the measured mesh sizes as 1/8, 1/16, … (matplotlib's default puts
+    2×10⁻², 3×10⁻², 4×10⁻² minor labels on top of each other); no minor labels."""
+    from matplotlib.ticker import NullFormatter
+    ds = sorted({float(d) for d in np.ravel(deltas) if np.isfinite(d) and d > 0})
+    ax.set_xticks(ds, [f"1/{1 / d:.0f}" if abs(1 / d - round(1 / d)) < 1e-6 else f"{d:.2g}" for d in ds])
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _plt():
@@ -105,6 +114,7 @@ def plot_bound_checks(checks: Sequence[BoundCheck], sharp: bool = True, titles: 
         ax.loglog(d, chk.mean_errors, "s:", color="C0", ms=4, alpha=0.8,
                   label=f"mean error (slope {np.polyfit(np.log(d), np.log(chk.mean_errors), 1)[0]:.2f})")
         ax.set_xlabel("mesh size δ")
+        delta_axis(ax, d)
         ax.set_ylabel("|Ψ[π_θ e](x) − Ψ[e](R⁻¹x)|")
         title = titles[i] if titles else OPERATOR_LABELS.get(chk.operator, chk.operator)
         ax.set_title(f"{title}\nlargest error/bound = {chk.max_ratio:.2f}", fontsize=9)
@@ -152,6 +162,7 @@ def plot_network_checks(checks: dict[str, NetworkCheck], bounds: dict[str, tuple
             values, label = bounds[name]
             ax.loglog(chk.deltas, values, "--", color=color, lw=1.1, label=label)
     ax.set_xlabel("mesh size δ")
+    delta_axis(ax, np.concatenate([chk.deltas for chk in checks.values()]))
     ax.set_ylabel("max |Φ[π_θ e](x) − Φ[e](R⁻¹x)| / max |Φ|")
     ax.set_title(title or "whole networks, random angles", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
@@ -210,6 +221,7 @@ def plot_unet_deltas(sweeps: dict[str, AngleSweep], bounds: dict[str, tuple[floa
               label="identity (the output rotation's own error)")
     for a in (ax, ax2):
         a.set_xlabel("mesh size δ")
+        delta_axis(a, first.deltas)
         a.grid(True, which="both", alpha=0.3)
     ax.set_ylabel("relative error")
     ax2.set_ylabel("error / δ  (the constant this δ needs)")
@@ -235,6 +247,7 @@ def plot_fit_vs_envelope(deltas, errors, constant: float, fit: tuple[float, floa
     ax.loglog(d[order], a * d[order] ** b, ":", color="C0", lw=1.5, label=f"log–log fit {a:.3g}·δ^{b:.2f}")
     ax.loglog(d[order], constant * d[order], "--", color="k", lw=1.2, label=f"envelope C·δ, C = {constant:.3g}")
     ax.set_xlabel("mesh size δ")
+    delta_axis(ax, d)
     ax.set_ylabel("error")
     ax.set_title(title or "a fit runs through the points; a bound must lie above them", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
@@ -277,11 +290,14 @@ def plot_design_mistakes(variants: Sequence[dict], mistake_floor: float = 1e-2, 
     ax.set_yticks(y, [r[0] for r in rows], fontsize=7.5)
     ax.set_xscale("log")
     ax.set_xlim(1e-9, 10)
-    ax.axvline(mistake_floor, color="C3", ls=":", lw=0.8)
-    ax.axvline(fix_ceiling, color="C2", ls=":", lw=0.8)
-    ax.axvline(FLOAT32_EPS, color="k", ls=":", lw=0.6)
+    # the three dotted lines, each named in the legend: what the tests require of a mistake and of a fix,
+    # and float32's machine epsilon (where round-off lives)
+    ax.axvline(mistake_floor, color="C3", ls=":", lw=0.8, label=f"every mistake ≥ {mistake_floor:g}")
+    ax.axvline(fix_ceiling, color="C2", ls=":", lw=0.8, label=f"every fix ≤ {fix_ceiling:g}")
+    ax.axvline(FLOAT32_EPS, color="k", ls=":", lw=0.6, label=f"float32 epsilon ({FLOAT32_EPS:.1e})")
     for yi, r in zip(y, rows):
         ax.text(max(r[1], 1e-9) * 1.4, yi, f"{r[1]:.1e}", va="center", fontsize=7)
+    ax.legend(fontsize=7, loc="lower right", framealpha=0.9)
     ax.set_xlabel("relative quarter-turn error (float32, max over 90°, 180°, 270°)")
     ax.set_title("Design mistakes that break exact C4 equivariance, each next to its fix", fontsize=9)
     fig.tight_layout()
@@ -390,6 +406,8 @@ def draw_explorer(field, operator: str = "maxpool", angle_deg: float = 30.0, del
                         label=f"this map (θ = {angle_deg:.0f}°)")
     fig.colorbar(im, ax=ax_map, shrink=0.85)
     ax_curve.set_xlabel("mesh size δ")
+    delta_axis(ax_curve, np.concatenate([np.ravel(line.get_xdata()) for line in ax_curve.lines]) if ax_curve.lines
+               else [delta])
     ax_curve.set_ylabel("error")
     ax_curve.grid(True, which="both", alpha=0.3)
     ax_curve.legend(fontsize=7)
