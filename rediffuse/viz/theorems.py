@@ -365,7 +365,7 @@ def draw_explorer(field, operator: str = "maxpool", angle_deg: float = 30.0, del
     ``operator``: ``"maxpool"`` / ``"bilinear"`` (pointwise operators: ``m`` does not enter — they act
     on every orientation channel alone), ``"rote"`` (``nets[m]``, a Rot-E network) or ``"plain"``
     (``nets["plain"]``). For Rot-E networks the right panel draws the measured largest errors
-    (``measured = {m: NetworkCheck}``) and their envelope ``C₁δ + C₂δ/m`` (``envelope = (C₁, C₂)``) over
+    (``measured = {m: NetworkCheck, "plain": NetworkCheck}``; the plain one for the plain CNN) and their envelope ``C₁δ + C₂δ/m`` (``envelope = (C₁, C₂)``) over
     the measured mesh sizes; the map's own value is a new measurement, so it may fall outside them.
     Returns ``(figure, max error shown in the map)``.
     """
@@ -378,9 +378,12 @@ def draw_explorer(field, operator: str = "maxpool", angle_deg: float = 30.0, del
         G = G if G is not None else field.gradient_bound(radius + 2 * deltas.max())
         emap = pointwise_error_map(field, operator, delta, theta, radius, resolution or 161)
         bound = BOUND_CONSTANTS[operator] * G * delta
-        im = ax_map.imshow(emap, cmap="inferno", vmin=0, vmax=bound, extent=ext)
+        peak = float(np.nanmax(emap))
+        # the colour scale fits the map (a scale up to the bound would leave it black); the title compares
+        im = ax_map.imshow(emap, cmap="inferno", vmin=0, vmax=peak if peak > 0 else 1.0, extent=ext)
         ax_map.set_title(f"{OPERATOR_LABELS[operator]}, θ = {angle_deg:.0f}°, δ = {delta:.4g}\n"
-                         f"colour scale = the bound {bound:.2e}; max here {np.nanmax(emap):.2e}", fontsize=8)
+                         f"largest here {peak:.2e}; the bound {bound:.2e}"
+                         + (f" ({bound / peak:.0f}× larger)" if peak > 0 else ""), fontsize=8)
         chk = check_bound(field, operator, deltas, n_points=n_points, radius=radius, seed=seed, G=G)
         ax_curve.loglog(deltas, chk.bounds, "k-", label=f"bound {BOUND_CONSTANTS[operator]:.3g}·G·δ")
         ax_curve.loglog(deltas, chk.max_errors, "o-", color="C3", label="max error, random θ")
@@ -404,6 +407,12 @@ def draw_explorer(field, operator: str = "maxpool", angle_deg: float = 30.0, del
                                 label="envelope C₁δ + C₂δ/m")
         ax_curve.loglog([delta], [max(value, 1e-12)], "*", ms=14, color="C1",
                         label=f"this map (θ = {angle_deg:.0f}°)")
+        if operator == "plain":
+            if measured is not None and "plain" in measured:
+                chk = measured["plain"]
+                ax_curve.loglog(chk.deltas, chk.max_errors, "o-", color="C3", label="measured, random θ")
+            ax_curve.text(0.5, 0.25, "no theorem bounds a plain CNN: no bound to draw",
+                          transform=ax_curve.transAxes, ha="center", va="center", fontsize=8, color="0.3")
     fig.colorbar(im, ax=ax_map, shrink=0.85)
     ax_curve.set_xlabel("mesh size δ")
     delta_axis(ax_curve, np.concatenate([np.ravel(line.get_xdata()) for line in ax_curve.lines]) if ax_curve.lines
@@ -426,9 +435,15 @@ def theorem_explorer(field, nets: dict, envelope: tuple[float, float] | None = N
     delta = W.SelectionSlider(options=[(f"1/{2 ** k}", 2.0 ** -k) for k in range(3, 8)], value=2.0 ** -5,
                               description="mesh δ", continuous_update=False)
     m = W.Dropdown(options=sorted(k for k in nets if isinstance(k, int)), value=sorted(k for k in nets if isinstance(k, int))[0],
-                   description="m")
+                   description="m", disabled=True)
     operator = W.Dropdown(options=[(v, k) for k, v in OPERATOR_LABELS.items()], value="maxpool",
-                          description="operator")
+                          description="operator", layout=W.Layout(width="360px"),
+                          style={"description_width": "initial"})
+
+    def only_for_rote(_=None):  # m is a choice of the Rot-E network only; the others ignore it
+        m.disabled = operator.value != "rote"
+
+    operator.observe(only_for_rote, names="value")
     out = live_figure((angle, delta, m, operator), lambda: draw_explorer(
         field, operator.value, angle.value, delta.value, m.value, nets=nets, envelope=envelope,
         measured=measured, G=G, radius=radius))
