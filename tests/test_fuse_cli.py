@@ -84,7 +84,8 @@ def test_tiles_and_seed_options(ckpt, imgs, tmp_path, capsys):
     args = ["--tile", "32", "--overlap", "8", "--seed", "3", "--threads", "1", "--sampler", "ddim"]
     bad = fuse_args(ckpt, imgs["g1"], imgs["g2"], out=tmp_path / "t.png", extra=["--sampler", "x"])
     code, _, err = run(bad, capsys)
-    assert code == 1 and "error: unknown sampler 'x'; available: ddim, posterior_mean, x0_regression" in err
+    # a bad option value: a usage error (docs/reliability.md, row 17a)
+    assert code == 2 and "error: unknown sampler 'x'; available: ddim, posterior_mean, x0_regression" in err
     code, _, err = run(fuse_args(ckpt, imgs["g1"], imgs["g2"], out=tmp_path / "t.png", extra=args), capsys)
     assert code == 0, err
     assert "tiles of ≤32 px (overlap 8)" in err
