@@ -50,7 +50,7 @@ from .align import (ALIGN_MODES, AUTO_RESIDUAL, AUTO_THRESHOLD_PX, CHECK_SIDE, M
                     RegistrationError, displacement, luma, register, warp, warp_residual)
 from .atomic import LOGIT_PREFIX, disk_full, remove_stale_temps
 from .data import image_to_tensor, rgb_to_ycbcr
-from .imageio import write_image
+from .imageio import TiffPage, image_size, write_image
 
 __all__ = ["FrameReader", "StackInfo", "OnlineSoftmax", "accumulate", "fuse_softmax", "fuse_fold", "check_sizes",
            "check_pixels", "default_max_pixels", "machine_memory", "FUSION_BYTES_PER_PIXEL",
@@ -127,8 +127,6 @@ def check_pixels(frames: Sequence, names: Sequence[str], max_pixels: int | None 
     pixels (``None``: :func:`default_max_pixels`, from this machine's memory; 0: no limit), with a
     one-line ``ValueError`` stating what its fusion would need. Arrays are in memory already and
     pass; a file Pillow itself refuses as a decompression bomb is a one-line error too."""
-    from .imageio import TiffPage, image_size
-
     default = max_pixels is None
     limit = default_max_pixels() if default else int(max_pixels)
     for frame, name in zip(frames, names):

@@ -17,7 +17,7 @@ PKG = Path(__file__).resolve().parents[1] / "rediffuse"
 
 # lowest first; a module may import from its own layer and the ones before it
 LAYERS: list[tuple[str, set[str]]] = [
-    ("core", {"paths", "runtime", "imageio", "groups", "weights"}),
+    ("core", {"paths", "runtime", "atomic", "imageio", "groups", "weights"}),
     ("equivariant layers", {"bases", "bconv", "layers", "equivariance"}),
     ("models", {"unet", "diffusion", "defocus"}),
     ("data and metrics", {"data", "synthesis", "degradations", "metrics", "baselines", "peers", "align"}),
