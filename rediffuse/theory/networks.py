@@ -13,6 +13,7 @@ third-order interpolation (``fields.rotate_grid_cubic``) whose own error is reco
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -322,7 +323,7 @@ def unet_error_map(net: nn.Module, fields: Sequence[GaborField], delta: float, t
 @torch.no_grad()
 def unet_angle_errors(nets: dict[str, nn.Module], fields: Sequence[GaborField],
                       plan: dict[float, Sequence[float]], radius: float = 0.8, margin: int = 16,
-                      timestep: float = 123.0) -> dict[str, AngleSweep]:
+                      timestep: float = 123.0, log: Callable[[str], None] | None = None) -> dict[str, AngleSweep]:
     """Measure image → image networks (``ReDiffuseUNet``s, called as ``net(x, t)``) at any angle.
 
     ``plan`` maps each mesh size δ to the angles (degrees) to measure there. For every δ the fields
@@ -330,7 +331,8 @@ def unet_angle_errors(nets: dict[str, nn.Module], fields: Sequence[GaborField],
     the GroupNorm statistics see the same empty border on both sides of the comparison — once
     unturned and once turned by each angle, exactly (the fields are formulas). The error at (δ, θ) is
     ``max |Φ(turned samples) − rotate_grid_cubic(Φ(samples), θ)|`` over the output channels and the
-    disc of ``radius``, divided by the range of ``Φ(samples)`` in that disc.
+    disc of ``radius``, divided by the range of ``Φ(samples)`` in that disc. ``log`` (e.g. ``print``)
+    gets one line per mesh size as it is done, so a long measurement is not silent.
     """
     plan = {float(d): aa for d, aa in plan.items()}
     deltas = np.array(sorted(plan, reverse=True))
@@ -339,6 +341,7 @@ def unet_angle_errors(nets: dict[str, nn.Module], fields: Sequence[GaborField],
     err = {name: np.full((len(deltas), len(angles)), np.nan) for name in nets}
     floor = np.full((len(deltas), len(angles)), np.nan)
     t = torch.full((1,), float(timestep))
+    started = time.perf_counter()
     for i, delta in enumerate(deltas):
         grid = _UNetGrid(fields, delta, half, radius, margin)
         y0 = {name: net(grid.x0, t) for name, net in nets.items()}
@@ -348,5 +351,8 @@ def unet_angle_errors(nets: dict[str, nn.Module], fields: Sequence[GaborField],
             floor[i, j] = grid.relative_max(xt[:, :1], grid.x0[:, :1], math.radians(a))
             for name, net in nets.items():
                 err[name][i, j] = grid.relative_max(net(xt, t), y0[name], math.radians(a))
+        if log is not None:
+            log(f"δ = 1/{1 / delta:.0f} done ({i + 1} of {len(deltas)}): {len(set(plan[float(delta)]))} angles, "
+                f"{time.perf_counter() - started:.0f} s so far")
     return {name: AngleSweep(name, int(getattr(net, "m", 4)), deltas, angles, err[name], floor.copy())
             for name, net in nets.items()}
