@@ -4,7 +4,8 @@ Sets (each skipped with a note when absent): Lytro (20 real colour pairs), MFI-W
 Road-MF-sample8 (real pairs kept apart from training), and the synthetic boundary-validation set
 (pairs with ground truth rendered by the layered defocus model from the *validation* photos; made
 on first use in ``data/generated/boundary-val``); on request (``--sets boundary-clean``) the same
-pairs rendered without the nuisances (no exposure difference, breathing, noise or JPEG). Reported: the six no-reference metrics, PSNR/SSIM
+pairs rendered without the nuisances (no exposure difference, breathing, noise or JPEG). Reported: the six no-reference metrics, the spurious gradient
+fraction (SGF, % of pixels with an edge no source has), PSNR/SSIM
 against ground truth over the image and inside the 15-px band around every focus boundary, seconds
 per pair, and for each method how many metrics it is at or above GFF and enfuse. Sets with ground
 truth also get its row: the no-reference metrics of the perfect answer.
@@ -28,6 +29,9 @@ from rediffuse.synthesis import default_photo_root, write_validation_set
 
 REAL_SETS = ("Lytro", "MFI-WHU-test30", "Road-MF-sample8")
 NO_REF = ("QMI", "QG", "Qabf", "QP", "QE", "MS-SSIM")
+# the spurious gradient fraction (% of pixels with an edge no source has): lower is better, so it
+# takes no part in the "≥ gff / enfuse" counts
+LOWER_BETTER = ("SGF",)
 BOUNDARY_DIR = REPO_ROOT / "data" / "generated" / "boundary-val"
 CLEAN_DIR = REPO_ROOT / "data" / "generated" / "boundary-clean"
 SYNTHETIC_SETS = ("boundary-val", "boundary-clean")
@@ -55,7 +59,7 @@ def truth_scores(folder: Path) -> dict:
     for gt in sorted((folder / "GT").iterdir()):
         a, b = (read_image(next((folder / k).glob(gt.stem + ".*"))) for k in ("A", "B"))
         rows.append(evaluate(a, b, read_image(gt)))
-    return {m: float(np.mean([r[m] for r in rows])) for m in NO_REF} | {"seconds": 0.0}
+    return {m: float(np.mean([r[m] for r in rows])) for m in NO_REF + LOWER_BETTER} | {"seconds": 0.0}
 
 
 def wins(table: dict, method: str, ref: str, metrics) -> str:
@@ -75,7 +79,8 @@ def markdown(name: str, table: dict, metrics) -> str:
     lines = [f"**{name}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method, row in table.items():
         cells = [method, *[f"{row[m]:.4f}" if m in row and not math.isnan(row[m]) else "" for m in cols],
-                 f"{row.get('seconds', math.nan):.2f}", *[wins(table, method, r, cols) for r in refs]]
+                 f"{row.get('seconds', math.nan):.2f}",
+                 *[wins(table, method, r, [m for m in cols if m not in LOWER_BETTER]) for r in refs]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -102,7 +107,7 @@ def main() -> None:
         table = mean_table(rows)
         if (Path(folder) / "GT").is_dir():
             table["ground truth (the photo itself)"] = truth_scores(Path(folder))
-        metrics = NO_REF + (("PSNR", "SSIM", "PSNR-band", "SSIM-band") if name in SYNTHETIC_SETS else ())
+        metrics = NO_REF + LOWER_BETTER + (("PSNR", "SSIM", "PSNR-band", "SSIM-band") if name in SYNTHETIC_SETS else ())
         results["sets"][name] = {"pairs": len({r["image"] for r in rows}), "means": table}
         report.append(markdown(f"{name} ({results['sets'][name]['pairs']} pairs)", table, metrics))
     text = "\n".join(report)

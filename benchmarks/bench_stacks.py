@@ -83,14 +83,16 @@ def _crop(a: np.ndarray) -> np.ndarray:
 
 
 def enfuse_stack(paths: list[Path], out: Path, masks: bool = False) -> tuple[float, float, Path]:
-    """``align_image_stack -m -a al_`` then enfuse on its output; ``(wall s, child CPU s, folder)``."""
+    """``align_image_stack -m -a al_`` then enfuse on its output; ``(wall s, child CPU s, folder)``.
+    Where align_image_stack finds too few control points to register (small or flat frames), enfuse
+    fuses the frames as they are, as a photographer would then do; the folder then holds no ``al_*``."""
     work = out.parent / "enfuse-work"
     work.mkdir(exist_ok=True)
     t0 = time.perf_counter()
     c0 = _children_cpu()
-    subprocess.run([_program("align_image_stack"), "-m", "-a", str(work / "al_"), *map(str, paths)],
-                   check=True, capture_output=True)
-    aligned = sorted(work.glob("al_*.tif"))
+    done = subprocess.run([_program("align_image_stack"), "-m", "-a", str(work / "al_"), *map(str, paths)],
+                          capture_output=True)
+    aligned = sorted(work.glob("al_*.tif")) if done.returncode == 0 else list(paths)
     extra = [f"--save-masks={work}/soft-%n.tif:{work}/hard-%n.tif"] if masks else []
     subprocess.run([_program("enfuse"), *ENFUSE_FLAGS, *extra, f"--output={out}", *map(str, aligned)],
                    check=True, capture_output=True)
@@ -107,7 +109,9 @@ def enfuse_depth(work: Path, frames: int) -> np.ndarray | None:
     hard = sorted(work.glob("hard-*.tif"))
     if len(hard) != frames:
         return None
-    m = np.stack([read_image(p) for p in hard])
+    import tifffile  # enfuse writes its masks as float TIFF in 0–255, which read_image refuses
+
+    m = np.stack([np.asarray(tifffile.imread(p), np.float32) for p in hard])
     m = m[..., 0] if m.ndim == 4 else m
     return m.argmax(0)
 

@@ -58,10 +58,14 @@ class Method:
 def make_method(spec: str, *, sampler: str | None = None, steps: int | None = None, device: str = "cpu",
                 seed: int = 0, name: str | None = None) -> Method:
     """A baseline by name, or a checkpoint (a path ending in ``.pt`` or a ``fuse.SHIPPED_MODELS`` name)
-    with its sampler settings."""
-    if spec in BASELINES:
+    with its sampler settings. A checkpoint spec ending in ``:raw`` (``weights:raw``) keeps the
+    network's weights in flat regions too (``fuse(evidence_fill=False)``), for comparison."""
+    raw = spec.endswith(":raw")
+    if raw:
+        spec = spec[:-len(":raw")]
+    if spec in BASELINES and not raw:
         return Method(name or spec, get_baseline(spec))
-    if spec in PEERS:
+    if spec in PEERS and not raw:
         return Method(name or spec, get_peer(spec))
     # an existing folder goes to the loader too, which says it wants the checkpoint file inside
     if spec.endswith(".pt") or Path(spec).exists() or spec in SHIPPED_MODELS:
@@ -69,8 +73,9 @@ def make_method(spec: str, *, sampler: str | None = None, steps: int | None = No
         st = fm.settings(sampler, steps, seed=seed)  # validated once, before any image is fused
         # a run's checkpoint is <run>/last.pt: its folder says which run it is
         stem = fm.path.parent.name if fm.path.stem == "last" else fm.path.stem
-        label = name or f"{stem} ({st.sampler}, {st.steps} steps)"
-        return Method(label, lambda imgs: fuse(imgs, fm, sampler=st.sampler, steps=st.steps, seed=st.seed))
+        label = name or f"{stem} ({st.sampler}, {st.steps} steps{', raw weights' if raw else ''})"
+        return Method(label, lambda imgs: fuse(imgs, fm, sampler=st.sampler, steps=st.steps, seed=st.seed,
+                                                evidence_fill=not raw))
     raise ValueError(f"unknown method {spec!r}: use a baseline ({', '.join(sorted(BASELINES))}), "
                      f"a peer program ({', '.join(PEERS)}), a shipped model ({', '.join(SHIPPED_MODELS)}) or a checkpoint file (*.pt)")
 
@@ -151,7 +156,7 @@ def evaluate_folder(folder: str | Path, methods: Sequence[Method], out_dir: str 
                     progress: bool = True, resume: bool = False) -> ScoreRows:
     """Fuse and score every item of ``folder`` (``A/``, ``B/``, optional ``GT/``) with each method.
 
-    Returns rows ``{"image", "method", "QMI", "QG", "Qabf", "QP", "QE", "MS-SSIM", ["PSNR", "SSIM"],
+    Returns rows ``{"image", "method", "QMI", "QG", "Qabf", "QP", "QE", "MS-SSIM", "SGF", ["PSNR", "SSIM"],
     ["PSNR-band", "SSIM-band"], "seconds"}`` (the band scores where ``folder/band/<stem>.png`` marks
     the pixels near focus boundaries, as synthetic validation sets do), one per item and method, as
     a :class:`ScoreRows` list whose ``skipped`` names the pairs that could not be read (each also a
@@ -176,7 +181,7 @@ def evaluate_folder(folder: str | Path, methods: Sequence[Method], out_dir: str 
     written: list[dict] = []  # every row in per_image.csv, in file order
     if out is not None:
         csv_path = out / "per_image.csv"
-        columns = ["image", "method", "QMI", "QG", "Qabf", "QP", "QE", "MS-SSIM"]
+        columns = ["image", "method", "QMI", "QG", "Qabf", "QP", "QE", "MS-SSIM", "SGF"]
         if ds.has_gt:
             columns += ["PSNR", "SSIM"] + (["PSNR-band", "SSIM-band"] if (Path(folder) / "band").is_dir() else [])
         columns.append("seconds")

@@ -52,8 +52,8 @@ SUPPORT = 0.05
 #: Local gradients (grey levels per pixel at mid-grey, RMS over the window) below which a region is flat
 #: in a frame (sensor noise and JPEG stay below it) and above which it has structure; in between the
 #: network's logit and the fill are blended.
-FLAT_GRADIENT = 1.5
-STRUCTURE_GRADIENT = 3.0
+FLAT_GRADIENT = 1.0
+STRUCTURE_GRADIENT = 2.0
 # Brightness offset (grey levels) of the relative energy: keeps near-black regions from dividing by ~0.
 _DARK = 16.0
 _MID = 128.0 + _DARK

@@ -80,8 +80,10 @@ from .baselines import guided_coefficients
 from .checkpoint import load_model
 from .data import luminance, tensor_to_image, ycbcr_to_rgb
 from .diffusion import PREDICTIONS, SAMPLERS, get_sampler, get_schedule, sampling_timesteps
+from .evidence import Evidence
 from .imageio import TiffPage, read_image_native, stack_frames
 from .layers import resize
+from .orientation import canonical_turns, turn
 from .runtime import exact_precision, resolve_device
 from .stack import (TAU, FrameReader, accumulate, check_pixels, check_sizes, fuse_fold, fuse_softmax, logit_store,
                     write_depth_map, write_weight_maps)
@@ -89,7 +91,7 @@ from .stack import (TAU, FrameReader, accumulate, check_pixels, check_sizes, fus
 __all__ = [
     "FusionModel", "SamplingSettings", "DEFAULT_CHECKPOINT", "SHIPPED_MODELS", "resolve_checkpoint", "checkpoint_available", "WEIGHTS_DIR", "MIN_SIDE", "TILE_BUDGET_BYTES", "SYMMETRIC_PAIRS", "fuse", "load_stack_image", "check_stack",
     "plan_tiles", "tile_window", "SPEEDS", "DEFAULT_SPEED", "PRECISIONS", "MIN_WORKING_SIDE", "GUIDE_RADIUS", "GUIDE_EPS",
-    "guided_upsample",
+    "guided_upsample", "STACK_MEGAPIXELS", "stack_settings",
 ]
 
 #: Shipped weights live inside the package, so they are found from an installed wheel as well.
@@ -147,6 +149,11 @@ SPEEDS: dict[str, dict[str, float]] = {
 }
 #: The speed ``fuse`` uses for weight-map models when none is given (ε/x₀ models always run "quality").
 DEFAULT_SPEED = "balanced"
+#: Network megapixels the last sampling steps of a stack of N > 2 frames share (``fuse(stack_megapixels=)``):
+#: each frame's working size is at most this / N, so a long stack of large frames costs about what a
+#: few frames cost (the weight maps are brought to full size along each frame's edges, and flat
+#: regions take their weights from their surroundings anyway). Pairs are not affected.
+STACK_MEGAPIXELS = 5.0
 #: Network arithmetic: "fp32" (the default: quarter turns exact to float32 round-off) or "bf16"
 #: (autocast; the samplers stay in float32): Lytro scores unchanged to 4 decimals, ~1.5× less CPU
 #: where the CPU has bfloat16 instructions (AMX, AVX-512 BF16), but a quarter-turned input then
@@ -745,6 +752,23 @@ def check_stack(arrays: Sequence[np.ndarray], names: Sequence[str], min_side: in
     check_sizes([a.shape[:2] for a in arrays], names, min_side)
 
 
+def stack_settings(fm: FusionModel, settings: SamplingSettings, frames: int, symmetric: bool,
+                   stack_megapixels: float | None = None) -> SamplingSettings:
+    """``settings`` with the working size a stack of ``frames`` gets from its shared budget
+    (``stack_megapixels``, ``None``: ``STACK_MEGAPIXELS``; 0: none): order-independent stacks of more
+    than two frames, weight-map models at a reduced-resolution speed only; otherwise unchanged."""
+    budget = STACK_MEGAPIXELS if stack_megapixels is None else float(stack_megapixels)
+    if not (math.isfinite(budget) and budget >= 0):
+        raise ValueError(f"stack_megapixels must be ≥ 0 (0: no shared budget), got {stack_megapixels!r}")
+    st = settings
+    reduced = st.scale < 1 or st.coarse < 1 or st.working_size > 0  # "quality" stays at full size
+    if budget and symmetric and frames > 2 and fm.prediction == "weights" and reduced:
+        share = budget / frames
+        if not st.working_size or st.working_size > share:
+            st = dataclasses.replace(st, working_size=share)
+    return st
+
+
 def fuse(images: Sequence[ImageLike] | str | os.PathLike, model: FusionModel | str | os.PathLike | None = None, *,
          sampler: str | None = None, steps: int | None = None, seed: int = 0, device: str = "cpu",
          tile: int | str | None = "auto", overlap: int | None = None, progress: bool = False,
@@ -753,7 +777,8 @@ def fuse(images: Sequence[ImageLike] | str | os.PathLike, model: FusionModel | s
          reference: int = 0, symmetric: bool | None = None, depth_map: str | os.PathLike | None = None,
          save_weights: str | os.PathLike | None = None, log: Callable[[str], None] | None = None,
          colour: str = "auto", speed: str | None = None, depth_index: bool = False,
-         max_pixels: int | None = None) -> np.ndarray:
+         evidence_fill: bool = True, max_pixels: int | None = None,
+         stack_megapixels: float | None = None) -> np.ndarray:
     """Fuse a focus stack; returns ``[H, W]`` (all grey) or ``[H, W, 3]``, the size of the reference
     frame (all frames have one size), as ``uint8`` or ``uint16`` (see ``bits``).
 
@@ -793,9 +818,15 @@ def fuse(images: Sequence[ImageLike] | str | os.PathLike, model: FusionModel | s
     each frame's weight map to its R, G and B (every output pixel a convex combination of the
     frames' pixels), ``"paper"`` joins the fused luminance with chroma fused by the paper's
     saturation-weighted rule; ``"auto"`` (default) = ``"weights"`` for a weight-map model, ``"paper"``
-    otherwise. ``max_pixels``: a file or page of more pixels is refused from its header, before
-    anything is decoded (``stack.check_pixels``; ``None``: as many as this machine's memory can fuse,
-    0: no limit). See the module docstring for the method.
+    otherwise. ``evidence_fill`` (weight-map models, pairs and order-independent stacks): where no
+    frame is measurably sharper than another (flat regions), each weight follows what its confident
+    surroundings decide (``rediffuse.evidence``) instead of the network's wandering guess; ``False``
+    keeps the network's weights everywhere. ``max_pixels``: a file or page of more pixels is refused
+    from its header, before anything is decoded (``stack.check_pixels``; ``None``: as many as this
+    machine's memory can fuse, 0: no limit). ``stack_megapixels`` (order-independent stacks of more than
+    two frames, reduced-resolution speeds): the network megapixels the frames share, each frame's
+    working size at most this / N (``None``: ``STACK_MEGAPIXELS``; 0: each frame at the speed's own
+    working size). See the module docstring for the method.
     """
     if bits not in (None, 8, 16):
         raise ValueError(f"bits must be 8, 16 or None (follow the inputs), got {bits!r}")
@@ -845,9 +876,17 @@ def fuse(images: Sequence[ImageLike] | str | os.PathLike, model: FusionModel | s
         warnings.warn(f"{n} images folded pairwise in the order given: another order gives another result "
                       "(the order-independent fusion needs a weight-map model and symmetric=True)", stacklevel=2)
     st = settings or fm.settings(sampler, steps, tile=tile, overlap=overlap, seed=seed, speed=speed)
+    st = stack_settings(fm, st, n, symmetric, stack_megapixels)
 
     check_pixels(images, names, max_pixels)  # from the headers, before any frame is decoded
-    frames = FrameReader(lambda i: _as_array(images[i], names[i]), names, int(reference))
+    # fused in the orientation the content chooses, so turned inputs give the turned output exactly
+    turns = canonical_turns(_as_array(images[i], names[i])[0] for i in range(n))
+
+    def load(i: int) -> tuple[np.ndarray, int]:
+        a, b = _as_array(images[i], names[i])
+        return turn(a, turns), b
+
+    frames = FrameReader(load, names, int(reference))
     info = frames.survey(align, MIN_SIDE, log)
     is_colour = info.colour
     bits = bits or max(info.bits)
@@ -860,8 +899,10 @@ def fuse(images: Sequence[ImageLike] | str | os.PathLike, model: FusionModel | s
     if colour == "auto":
         colour = "weights" if fm.prediction == "weights" else "paper"
     rgb = c == 1 and any(is_colour) and colour == "weights"
+    evidence = Evidence(h, w) if evidence_fill and fm.prediction == "weights" and (symmetric or n == 2) else None
     total_sum, cbcr = accumulate(frames, info, channels=c, frame_sum=symmetric,
-                                 chroma=c == 1 and any(is_colour) and not rgb)
+                                 chroma=c == 1 and any(is_colour) and not rgb, evidence=evidence)
+    fill = evidence.fill() if evidence is not None else None
 
     runs = n if symmetric else n - 1
     bar = tqdm(total=runs * fm.evaluations(h, w, st), desc="fusing",
@@ -874,7 +915,12 @@ def fuse(images: Sequence[ImageLike] | str | os.PathLike, model: FusionModel | s
             callback()
 
     def pair(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return fm.sample_with_logits(torch.cat([x, y.to(x.device)], 1), st, callback=on_eval)
+        out, logit = fm.sample_with_logits(torch.cat([x, y.to(x.device)], 1), st, callback=on_eval)
+        if fill is None or logit is None:
+            return out, logit
+        logit = fill(logit)  # the weights of flat regions from their surroundings
+        wgt = torch.sigmoid(logit).to(out.device)
+        return wgt * x.to(out.device) + (1 - wgt) * y.to(out.device), logit
 
     try:
         with logit_store(save_weights) as keep:
@@ -886,23 +932,31 @@ def fuse(images: Sequence[ImageLike] | str | os.PathLike, model: FusionModel | s
                 fused, acc = fuse_fold(frames, pair, channels=c, depth=depth_map is not None, keep=keep, rgb=rgb)
             del total_sum
             if depth_map is not None:
-                write_depth_map(depth_map, acc.index, n, as_index=depth_index)
+                write_depth_map(depth_map, turn(acc.index, -turns), n, as_index=depth_index)
             if save_weights is not None:
-                write_weight_maps(save_weights, acc, names)
+                write_weight_maps(save_weights, acc, names, turns=-turns)
             del acc
     finally:
         if bar is not None:
             bar.close()
-    if c == 3 or rgb:
+    return turn(_output(fused, cbcr, bits, any(is_colour), c == 3 or rgb), -turns)
+
+
+def _output(fused: torch.Tensor, cbcr: tuple[np.ndarray, np.ndarray] | None, bits: int, colour: bool,
+            rgb: bool) -> np.ndarray:
+    """The fused ``[1, C, H, W]`` in [-1, 1] as the image ``fuse`` returns: RGB (``rgb``: the
+    network's or the weight maps' colour), or Y joined with the fused chroma ``cbcr``, or grey."""
+    if rgb:
         if bits == 8:  # the 8-bit path exactly as before, so 8-bit results never change
             out8 = tensor_to_image(fused[0])
-            return out8 if any(is_colour) else np.clip(np.rint(_luma(out8)), 0, 255).astype(np.uint8)
+            return out8 if colour else np.clip(np.rint(_luma(out8)), 0, 255).astype(np.uint8)
         v = np.moveaxis((fused[0].cpu().double().numpy() + 1.0) * 127.5, 0, -1)
-        return _quantise(v if any(is_colour) else _luma(np.clip(v, 0, 255)), 16)
+        return _quantise(v if colour else _luma(np.clip(v, 0, 255)), 16)
     y = (fused[0, 0].cpu().numpy().astype(np.float32) + np.float32(1.0)) * np.float32(127.5)
     del fused
     if cbcr is None:
         return _quantise(y, bits)
+    h, w = y.shape
     out = np.empty((h, w, 3), np.uint8 if bits == 8 else np.uint16)
     for s in _strips(h):  # Y joined with the fused chroma, as data.recombine does
         out[s] = _quantise(ycbcr_to_rgb(np.stack([y[s].astype(np.float64), cbcr[0][s], cbcr[1][s]], -1)), bits)

@@ -50,7 +50,9 @@ from .align import (ALIGN_MODES, AUTO_RESIDUAL, AUTO_THRESHOLD_PX, CHECK_SIDE, M
                     RegistrationError, displacement, luma, register, warp, warp_residual)
 from .atomic import LOGIT_PREFIX, disk_full, remove_stale_temps
 from .data import image_to_tensor, rgb_to_ycbcr
+from .evidence import Evidence
 from .imageio import TiffPage, image_size, write_image
+from .orientation import turn
 
 __all__ = ["FrameReader", "StackInfo", "OnlineSoftmax", "accumulate", "fuse_softmax", "fuse_fold", "check_sizes",
            "check_pixels", "default_max_pixels", "machine_memory", "FUSION_BYTES_PER_PIXEL",
@@ -308,19 +310,23 @@ def _valid_or_all(valid: np.ndarray | None, s: slice) -> np.ndarray | bool:
     return True if valid is None else valid[s]
 
 
-def accumulate(frames: FrameReader, info: StackInfo, *, channels: int, frame_sum: bool, chroma: bool
+def accumulate(frames: FrameReader, info: StackInfo, *, channels: int, frame_sum: bool, chroma: bool,
+               evidence: Evidence | None = None
                ) -> tuple[np.ndarray | None, tuple[np.ndarray, np.ndarray] | None]:
     """Pass 1: the sum of the frames' network inputs ``[C, H, W]`` float64 (in [-1, 1] per frame;
     with ``frame_sum``) and the fused chroma ``(Cb, Cr)`` ``[H, W]`` float64 (with ``chroma``;
-    frames count only where they cover the reference grid, grey frames not at all)."""
+    frames count only where they cover the reference grid, grey frames not at all); each frame's
+    luminance also goes to ``evidence`` (``rediffuse.evidence.Evidence``) when one is given."""
     h, w = info.height, info.width
     total = np.zeros((channels, h, w), np.float64) if frame_sum else None
     num = np.zeros((2, h, w), np.float64) if chroma else None
     den = np.zeros((2, h, w), np.float64) if chroma else None
     for i in range(frames.n):
-        if not (frame_sum or (chroma and info.colour[i])):
+        if not (frame_sum or (chroma and info.colour[i]) or evidence is not None):
             continue
         a, valid = frames.frame(i)
+        if evidence is not None:
+            evidence.add(luma(a), valid)
         if frame_sum:
             total += image_to_tensor(a, y_only=channels == 1).numpy()
         if chroma and a.ndim == 3:
@@ -501,13 +507,15 @@ def write_depth_map(path: str | os.PathLike, index: np.ndarray, n: int, as_index
     return write_image(path, img)
 
 
-def write_weight_maps(folder: str | os.PathLike, acc: OnlineSoftmax, names: Sequence[str]) -> list[Path]:
-    """One 16-bit grey PNG per frame, ``weight-<k>.png`` (k from 1, in input order): its weight × 65535."""
+def write_weight_maps(folder: str | os.PathLike, acc: OnlineSoftmax, names: Sequence[str], turns: int = 0
+                      ) -> list[Path]:
+    """One 16-bit grey PNG per frame, ``weight-<k>.png`` (k from 1, in input order): its weight × 65535,
+    turned by ``turns`` counter-clockwise quarter turns (back to the inputs' orientation)."""
     folder = Path(folder)
     width = max(2, len(str(len(names))))
     paths = []
     for i in range(acc.n):
-        w = acc.weight(i)
+        w = turn(acc.weight(i), turns)
         paths.append(write_image(folder / f"weight-{i + 1:0{width}d}.png",
                                  np.clip(np.rint(w * 65535.0), 0, 65535).astype(np.uint16)))
     return paths

@@ -17,10 +17,10 @@ PKG = Path(__file__).resolve().parents[1] / "rediffuse"
 
 # lowest first; a module may import from its own layer and the ones before it
 LAYERS: list[tuple[str, set[str]]] = [
-    ("core", {"paths", "runtime", "atomic", "imageio", "groups", "weights"}),
+    ("core", {"paths", "runtime", "atomic", "imageio", "groups", "weights", "orientation"}),
     ("equivariant layers", {"bases", "bconv", "layers", "equivariance"}),
     ("models", {"unet", "diffusion", "defocus"}),
-    ("data and metrics", {"data", "synthesis", "degradations", "metrics", "baselines", "peers", "align"}),
+    ("data and metrics", {"data", "synthesis", "degradations", "metrics", "baselines", "peers", "align", "evidence"}),
     ("checkpoints", {"checkpoint"}),
     ("pipelines", {"stack", "fuse", "train", "resources"}),
     ("studies", {"evaluate", "fewstep", "restore", "ablation", "theory", "sample_efficiency"}),

@@ -186,6 +186,8 @@ def _write_pair(folder) -> list:
 
 def test_command_line_speed_options(tiny_checkpoint, eps_model, tmp_path, capsys):
     assert fuse_cli.SPEED_CHOICES == tuple(SPEEDS) and fuse_cli.DEFAULT_SPEED_NAME == DEFAULT_SPEED
+    from rediffuse.fuse import STACK_MEGAPIXELS
+    assert fuse_cli.STACK_MEGAPIXELS == STACK_MEGAPIXELS
     paths = _write_pair(tmp_path)
     base = ["fuse", *map(str, paths), "--checkpoint", str(tiny_checkpoint), "--align", "none"]
     assert cli.main(base + ["-o", str(tmp_path / "fast.png"), "--speed", "fast"]) == 0
@@ -234,3 +236,23 @@ def test_command_line_precision(tiny_checkpoint, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(base + ["-o", str(tmp_path / "x.png"), "--precision", "fp16"])
     assert e.value.code == 2
+
+
+def test_a_stack_shares_its_network_megapixels_and_pairs_keep_theirs():
+    from rediffuse.fuse import STACK_MEGAPIXELS, FusionModel, checkpoint_available, stack_settings
+
+    if not checkpoint_available("weights"):
+        pytest.skip("the default model is not shipped")
+    fm = FusionModel("weights")
+    st = fm.settings()  # balanced: working size 4 MP
+    assert stack_settings(fm, st, 2, False) == st and stack_settings(fm, st, 2, True) == st
+    ten = stack_settings(fm, st, 10, True)
+    assert ten.working_size == pytest.approx(STACK_MEGAPIXELS / 10)
+    h, w = fm.step_sizes(1536, 2048, ten)[-1]
+    assert h * w <= STACK_MEGAPIXELS / 10 * 1e6 * 1.01 and h * 4 == w * 3  # the shape kept
+    assert stack_settings(fm, st, 10, True, 0) == st  # no shared budget
+    assert stack_settings(fm, st, 10, False) == st  # a pairwise fold is not a shared stack
+    quality = fm.settings(speed="quality")
+    assert stack_settings(fm, quality, 10, True) == quality  # full size was asked for
+    with pytest.raises(ValueError, match="stack_megapixels"):
+        stack_settings(fm, st, 10, True, -1)

@@ -14,7 +14,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "evaluate", help="fuse a dataset with some methods and score them (six no-reference metrics)",
         formatter_class=argparse.RawDescriptionHelpFormatter, parents=[runtime_parent()],
         description="Fuse every pair of DATASET (a folder with A/, B/ and optional GT/) with each method,\n"
-                    "score QMI, QG, Qabf, QP, QE, MS-SSIM (and PSNR/SSIM against GT/), and write fused\n"
+                    "score QMI, QG, Qabf, QP, QE, MS-SSIM, SGF (and PSNR/SSIM against GT/), and write fused\n"
                     "images, per_image.csv and summary.md to the output folder.\n\n"
                     "Each row of per_image.csv is written as soon as it is scored, so an interrupted run\n"
                     "keeps its scores and --resume computes only the missing ones. A pair that cannot be\n"

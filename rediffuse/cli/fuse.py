@@ -33,6 +33,7 @@ COLOUR_CHOICES = ("auto", "weights", "paper")
 # rediffuse.fuse.SPEEDS and DEFAULT_SPEED (a test compares them)
 SPEED_CHOICES = ("quality", "balanced", "fast")
 DEFAULT_SPEED_NAME = "balanced"
+STACK_MEGAPIXELS = 5.0  # rediffuse.fuse.STACK_MEGAPIXELS (a test compares them)
 # rediffuse.fuse.PRECISIONS (a test compares them)
 PRECISION_CHOICES = ("fp32", "bf16")
 DEFAULT_CHECKPOINT_NAME = "rediffuse-layered-bconv.pt"
@@ -181,6 +182,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="the most megapixels the last sampling step works on: larger images are processed "
                         "scaled down to it and their weight maps upsampled along the edges (balanced 4, fast 1, "
                         "quality 0 = no limit); example: --working-size 12")
+    p.add_argument("--stack-megapixels", type=_megapixels, metavar="MP", default=None,
+                   help="stacks of three or more frames: the network megapixels the frames share, each frame's "
+                        f"last step at most MP / N megapixels (default: {STACK_MEGAPIXELS:g}; 0 = each frame at "
+                        "--working-size; an explicit --working-size also turns it off)")
     p.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32",
                    help="network arithmetic: fp32, or bf16 (bfloat16: about 1.5x less CPU time where the CPU has "
                         "bfloat16 instructions, e.g. AMX, same Lytro scores to 4 decimals, but a quarter-turned input "
@@ -208,6 +213,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="how colour images get their colour: weights = each image's weight map applied to its R, G "
                         "and B; paper = the fused luminance with chroma by the paper's saturation-weighted rule; "
                         "auto = weights for weight-map models, paper for the others (default: %(default)s)")
+    p.add_argument("--evidence-fill", action=argparse.BooleanOptionalAction, default=True,
+                   help="where no frame is measurably sharper than another (flat sky, white paper), give each "
+                        "weight the decision of its confident surroundings, so that frames of different exposure "
+                        "leave no blotches (default: on); --no-evidence-fill keeps the network's own weights there")
     p.add_argument("--depth-map", metavar="OUT", default=None,
                    help="also write the index of the frame with the largest weight at each pixel: frame i of N "
                         "(from 0) at grey round(i * 255 / (N - 1)), or i itself with --depth-index; "
@@ -316,7 +325,7 @@ def _run(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
 
-    from ..fuse import FusionModel, fuse, load_stack_image
+    from ..fuse import FusionModel, fuse, load_stack_image, stack_settings
     from ..imageio import SIXTEEN_BIT_FORMATS, write_image
     from ..stack import check_pixels
 
@@ -337,6 +346,9 @@ def _run(args: argparse.Namespace) -> int:
     h, w = first.shape[:2]
     kind = ("colour" if first.ndim == 3 else "grey") + (", 16-bit" if first.dtype == np.uint16 else "")
     del first
+    budget = 0 if args.working_size is not None else args.stack_megapixels
+    symmetric = args.symmetric if args.symmetric is not None else (fm.prediction == "weights" and len(images) > 2)
+    st = stack_settings(fm, st, len(images), symmetric, budget)  # what fuse() will use, for the summary
     sizes = fm.step_sizes(h, w, st)
     n_tiles = fm.count_evaluations(*sizes[-1], 1, st.tile, st.overlap)
     at = ", ".join(f"{n}× {sw}×{sh}" for n, (sh, sw) in _runs(sizes))
@@ -347,7 +359,9 @@ def _run(args: argparse.Namespace) -> int:
     result = fuse(images, fm, settings=st, progress=not args.quiet, names=[str(im) for im in images],
                   align=args.align, reference=args.reference - 1, symmetric=args.symmetric, depth_map=depth_path,
                   save_weights=weights_dir, log=lambda msg: _say(msg, args.quiet),
-                  colour=args.colour, depth_index=args.depth_index, max_pixels=args.max_pixels)
+                  colour=args.colour, depth_index=args.depth_index, evidence_fill=args.evidence_fill,
+                  stack_megapixels=budget,
+                  max_pixels=args.max_pixels)
     write_image(out_path, result)
     fmt = Image.registered_extensions().get(out_path.suffix.lower())
     bits = 16 if result.dtype == np.uint16 and fmt in SIXTEEN_BIT_FORMATS else 8
