@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.ticker import NullFormatter
 
 from ..groups import rotate_image, rotate_image_angle
 from ..theory import (
@@ -61,7 +62,6 @@ FLOAT32_EPS = float(np.finfo(np.float32).eps)
 def delta_axis(ax, deltas) -> None:
     """Label a log δ axis at the measured mesh sizes as 1/8, 1/16, … (matplotlib's default puts
     2×10⁻², 3×10⁻², 4×10⁻² minor labels on top of each other); no minor labels."""
-    from matplotlib.ticker import NullFormatter
     ds = sorted({float(d) for d in np.ravel(deltas) if np.isfinite(d) and d > 0})
     ax.set_xticks(ds, [f"1/{1 / d:.0f}" if abs(1 / d - round(1 / d)) < 1e-6 else f"{d:.2g}" for d in ds])
     ax.xaxis.set_minor_formatter(NullFormatter())
