@@ -10,7 +10,8 @@
    ``fuse`` with ``align="auto"``, as the command runs it), the same with the network's raw weights
    (no evidence fill), ``align_image_stack -m`` + enfuse (Hugin, as focus stackers run it), and the
    classical baselines generalised to N frames (GFF, focus-select, average; on the frames as they
-   are). Scored against the truth, 12 px borders left out (breathing): PSNR and SSIM of the grey
+   are; align_image_stack gets the truth's reference frame first, as it keeps its first frame fixed,
+   and rediffuse that frame as ``reference``). Scored against the truth, 12 px borders left out (breathing): PSNR and SSIM of the grey
    image, PSNR in the *spread band* (flat pixels of the truth within 15 px of an edge that some
    frame shows blurred: where a defocused edge spreads over its flat surroundings), the spurious
    gradient fraction (SGF: % of pixels with an edge that no frame has, ``metrics``), and the speckle
@@ -38,6 +39,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import tifffile
 from scipy import ndimage
 from skimage.measure import label
 
@@ -45,7 +47,7 @@ from rediffuse.baselines import get_baseline
 from rediffuse.imageio import read_image, write_image
 from rediffuse.metrics import _gray64, psnr, spurious_gradient_fraction, ssim
 from rediffuse.paths import dataset_dir
-from rediffuse.peers import ENFUSE_FLAGS
+from rediffuse.peers import ENFUSE_FLAGS, get_peer
 
 BORDER = 12
 BAND_PX = 15
@@ -109,8 +111,6 @@ def enfuse_depth(work: Path, frames: int) -> np.ndarray | None:
     hard = sorted(work.glob("hard-*.tif"))
     if len(hard) != frames:
         return None
-    import tifffile  # enfuse writes its masks as float TIFF in 0–255, which read_image refuses
-
     m = np.stack([np.asarray(tifffile.imread(p), np.float32) for p in hard])
     m = m[..., 0] if m.ndim == 4 else m
     return m.argmax(0)
@@ -139,25 +139,31 @@ def part_synthetic(frame_counts: list[int], stacks: int, size: int, threads: int
         rows: dict[str, list[dict]] = {}
         for i in range(stacks):
             d = ds.sample(i)
-            frames, gt = [d[k] for k in ds.keys], d["GT"]
+            frames, gt, ref = [d[k] for k in ds.keys], d["GT"], int(d["reference"])
+            order = [ref] + [k for k in range(n) if k != ref]  # align_image_stack keeps its first frame fixed
             band = _crop(spread_band(gt, frames))
             with tempfile.TemporaryDirectory(prefix="bench_stacks_") as tmp:
                 tmp = Path(tmp)
                 outs: dict[str, tuple[np.ndarray, np.ndarray | None, float]] = {}
                 for name, fill in (("rediffuse", True), ("rediffuse, raw weights", False)):
                     t0 = time.perf_counter()
-                    f = fuse(frames, fm, align="auto", depth_map=tmp / "depth.png", depth_index=True,
-                             evidence_fill=fill)
+                    f = fuse(frames, fm, align="auto", reference=ref, depth_map=tmp / "depth.png",
+                             depth_index=True, evidence_fill=fill)
                     outs[name] = (f, read_image(tmp / "depth.png").astype(np.int64), time.perf_counter() - t0)
                 if have_enfuse:
                     paths = []
-                    for k, fr in enumerate(frames):
+                    for k in order:
                         paths.append(tmp / f"frame{k}.png")
-                        write_image(paths[-1], fr)
+                        write_image(paths[-1], frames[k])
                     wall, _, work = enfuse_stack(paths, tmp / "enfuse.tif", masks=True)
-                    f = read_image(tmp / "enfuse.tif")
+                    f = tifffile.imread(tmp / "enfuse.tif")
                     f = f[..., :3] if f.ndim == 3 and f.shape[-1] == 4 else f
-                    outs["align_image_stack + enfuse"] = (f.astype(np.uint8), enfuse_depth(work, n), wall)
+                    depth = enfuse_depth(work, n)
+                    depth = None if depth is None else np.asarray(order)[depth]  # back to the frames' numbers
+                    outs["align_image_stack + enfuse"] = (f.astype(np.uint8), depth, wall)
+                    t0 = time.perf_counter()  # the frames as they are (align_image_stack fails on some)
+                    f = get_peer("enfuse")([frames[k] for k in order])
+                    outs["enfuse (frames as they are)"] = (f, None, time.perf_counter() - t0)
                 for base in ("gff", "focus-select", "average"):
                     t0 = time.perf_counter()
                     f = get_baseline(base)(frames)

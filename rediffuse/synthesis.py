@@ -236,7 +236,8 @@ class LayeredPairs(Dataset):
 
     def sample(self, index: int) -> dict[str, Any]:
         """Item ``index`` as numpy: frames ``"A"``, ``"B"``, … and ``"GT"`` uint8 ``[S, S(, 3)]``,
-        ``"band"`` bool, ``"sharpest"`` (index of the sharpest frame per pixel) and what was drawn."""
+        ``"band"`` bool, ``"sharpest"`` (index of the sharpest frame per pixel), ``"reference"`` (the
+        frame whose framing the truth has; the others breathe about it) and what was drawn."""
         if not 0 <= index < self.n:
             raise IndexError(f"index {index} out of range for {self.n} items")
         rng = np.random.default_rng([self.seed, self.epoch, index])
@@ -255,6 +256,7 @@ class LayeredPairs(Dataset):
             gains[int(rng.integers(self.frames))] = math.exp(rng.uniform(-math.log(1.3), math.log(1.3)))
         gt = composite_ground_truth(img[None], mattes, r, torch.from_numpy(gains).to(torch.float32)[None])[0]
         frames = [(stack[n] * float(gains[n])).clamp(0, 1) for n in range(self.frames)]
+        ref = 0  # the frame whose framing the truth has (the others breathe about it)
         if self.nuisances:
             ref = int(rng.integers(self.frames))
             for n in range(self.frames):
@@ -280,7 +282,7 @@ class LayeredPairs(Dataset):
         g8 = np.clip(np.rint(gt.permute(1, 2, 0).numpy() * 255), 0, 255).astype(np.uint8)
         out["GT"] = g8[..., 0] if g8.shape[-1] == 1 else g8
         out.update(band=band, sharpest=sharpest, stem=f"layered-{self.epoch}-{index:06d}", photo=name,
-                   scene=kind, layers=n_layers, radii=radii, disk=disk, gains=gains)
+                   scene=kind, layers=n_layers, radii=radii, disk=disk, gains=gains, reference=ref)
         return out
 
     def __getitem__(self, index: int) -> dict[str, Any]:
