@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
+from PIL import Image  # the 16-bit depth map as stored (read_image would scale it to 8 bits)
 from scipy import ndimage
 from skimage.measure import label
 
@@ -149,7 +150,7 @@ def part_synthetic(frame_counts: list[int], stacks: int, size: int, threads: int
                     t0 = time.perf_counter()
                     f = fuse(frames, fm, align="auto", reference=ref, depth_map=tmp / "depth.png",
                              depth_index=True, evidence_fill=fill)
-                    outs[name] = (f, read_image(tmp / "depth.png").astype(np.int64), time.perf_counter() - t0)
+                    outs[name] = (f, np.asarray(Image.open(tmp / "depth.png")).astype(np.int64), time.perf_counter() - t0)
                 if have_enfuse:
                     paths = []
                     for k in order:

@@ -87,7 +87,10 @@ def test_colour_uses_the_chroma_rule_of_all_sources(tiny_model, monkeypatch):
 def test_colour_by_weights_copies_the_chosen_pixels(tiny_model, monkeypatch):
     """colour="weights" (the default for weight-map models) applies each source's weight to its R, G, B:
     a pixel taken from one source is that source's pixel exactly; the paper's chroma rule is not."""
+    from rediffuse.orientation import canonical_turns, turn
+
     a, b, _ = pair(40, 36)
+    a, b = (turn(x, canonical_turns([a, b])) for x in (a, b))  # fuse works on them as they lie
     c = np.ascontiguousarray(a[::-1])
 
     def by_columns(cond, settings=None, *, callback=None):  # stand-in: A left of column 18, B right of it
@@ -97,9 +100,9 @@ def test_colour_by_weights_copies_the_chosen_pixels(tiny_model, monkeypatch):
         return w * cond[:, :1] + (1 - w) * cond[:, 1:2], logit
 
     monkeypatch.setattr(tiny_model, "sample_with_logits", by_columns)
-    out = fuse([a, b], tiny_model, steps=1)
+    out = fuse([a, b], tiny_model, steps=1, evidence_fill=False)
     assert np.array_equal(out[:, :18], a[:, :18]) and np.array_equal(out[:, 18:], b[:, 18:])
-    paper = fuse([a, b], tiny_model, steps=1, colour="paper")
+    paper = fuse([a, b], tiny_model, steps=1, colour="paper", evidence_fill=False)
     assert np.abs(paper.astype(int) - out.astype(int)).max() > 2  # the chroma rule mixes the sources' colours
 
     def brightest(cond, settings=None, *, callback=None):  # stand-in: each frame scored by its own luminance
@@ -108,13 +111,13 @@ def test_colour_by_weights_copies_the_chosen_pixels(tiny_model, monkeypatch):
 
     monkeypatch.setattr(tiny_model, "sample_with_logits", brightest)
     frames = [a, b, c]
-    stack = fuse(frames, tiny_model, steps=1)  # order-independent softmax over three frames
+    stack = fuse(frames, tiny_model, steps=1, evidence_fill=False)  # order-independent softmax over three frames
     ys = np.stack([luminance(f) for f in frames])
     pick = ys.argmax(0)
     clear = np.sort(ys, 0)[-1] - np.sort(ys, 0)[-2] > 2.0  # a clear winner: its weight is ~1
     want = np.take_along_axis(np.stack(frames), pick[None, ..., None], 0)[0]
     assert np.abs(stack[clear].astype(int) - want[clear].astype(int)).max() <= 1
-    assert np.array_equal(fuse([c, a, b], tiny_model, steps=1), stack)
+    assert np.array_equal(fuse([c, a, b], tiny_model, steps=1, evidence_fill=False), stack)
 
     monkeypatch.setattr(tiny_model, "prediction", "eps")
     with pytest.raises(ValueError, match="colour='weights' needs a weight-map model"):

@@ -202,7 +202,8 @@ def test_command_line_speed_options(tiny_checkpoint, eps_model, tmp_path, capsys
     code = cli.main(["fuse", *map(str, paths), "--checkpoint", str(eps_model.path), "--align", "none",
                      "-o", str(tmp_path / "e.png"), "--speed", "fast"])
     err = capsys.readouterr().err
-    assert code == 1 and err.count("\n") == 1 and "full resolution only" in err
+    # a speed this model cannot run is a bad option value: one line, exit 2 (as every bad option value)
+    assert code == 2 and err.count("\n") == 1 and "full resolution only" in err
 
 
 # ----------------------------------------------------------------------------- bfloat16 network arithmetic

@@ -141,10 +141,11 @@ def test_psnr_ssim_known_values(grey_triple):
 def test_evaluate_keys(grey_triple):
     img, a, b, f = grey_triple
     res = M.evaluate(a, b, f)
-    assert list(res) == ["QMI", "QG", "Qabf", "QP", "QE", "MS-SSIM"]
+    assert list(res) == ["QMI", "QG", "Qabf", "QP", "QE", "MS-SSIM", "SGF"]
+    assert res["SGF"] == pytest.approx(100 * M.spurious_gradient_fraction([a, b], f))
     assert res["QG"] == M.qg(a, b, f) and res["QP"] == M.qp(a, b, f)
     res = M.evaluate(a, b, f, gt=img)
-    assert set(res) == {"QMI", "QG", "Qabf", "QP", "QE", "MS-SSIM", "PSNR", "SSIM"}
+    assert set(res) == {"QMI", "QG", "Qabf", "QP", "QE", "MS-SSIM", "SGF", "PSNR", "SSIM"}
     assert res["PSNR"] == M.psnr(f, img)
 
 
