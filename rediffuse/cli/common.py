@@ -28,8 +28,8 @@ EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 DEVICE_HELP = ("where to run: auto = a GPU when PyTorch sees one, else the CPU; cuda without a GPU is an "
                "error (default: %(default)s)")
-THREADS_HELP = ("PyTorch CPU threads, 0 = PyTorch's default; small models often run fastest with 1 "
-                "(default: %(default)s)")
+THREADS_HELP = ("PyTorch CPU threads; 0 = as many as there are idle cores when the command starts (all of "
+                "them on an idle machine, fewer while other programs keep cores busy) (default: %(default)s)")
 
 # Exceptions the library raises with a one-line, user-facing message.
 EXPECTED_ERRORS = (ValueError, RuntimeError, FileNotFoundError, OSError)
