@@ -57,6 +57,15 @@ files or arrays), so 16 bits in give 16 bits out:
   there are no seams; the only differences to an untiled run come from what a tile's network does
   not see (context beyond the tile and its GroupNorm statistics), which the overlap keeps small.
   ``tile=0`` (or ``None``) processes whole images.
+- **Flat regions** (``evidence_fill``, on by default): where every frame is flat, nothing says which
+  is sharp and the network's weights wander; there each weight logit takes the decision of the
+  nearest structure (``rediffuse.evidence``), so frames of different exposure leave no blotches.
+- **Exact quarter turns.** The stack is fused in the quarter turn its brightness centroid chooses
+  (``rediffuse.orientation``) and the result turned back: the starting noise and the tile grid then
+  turn with the inputs, and a turned stack gives the turned result bit for bit.
+- **Stacks share a budget** (``stack_megapixels``, ``STACK_MEGAPIXELS``): each of N > 2 frames runs
+  its last step at most at budget / N megapixels, so a long stack of large frames costs about what a
+  short one does.
 - **Checks.** Non-finite network output or samples raise a ``RuntimeError`` naming the step (a
   broken or diverged checkpoint); a checkpoint with non-finite weights or the wrong shape of model
   is refused at load time with a one-line ``ValueError``.
