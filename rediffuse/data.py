@@ -25,7 +25,6 @@ import numpy as np
 import skimage.data as skd
 import torch
 from scipy import ndimage
-from scipy.signal import fftconvolve
 from skimage.transform import resize
 from torch.utils.data import Dataset
 
@@ -523,6 +522,9 @@ def blur(img: np.ndarray, kind: str = "gaussian", sigma_or_radius: float = 3.0) 
     k = _disk_kernel(s)
     r = k.shape[0] // 2
     pad = ((r, r), (r, r)) + ((0, 0),) * (a.ndim - 2)
+    # scipy.signal costs a second to import: only synthesis needs it, not every `rediffuse fuse`
+    from scipy.signal import fftconvolve
+
     # 'symmetric' padding is scipy.ndimage's 'reflect'; FFT keeps large radii cheap.
     p = np.pad(a, pad, mode="symmetric")
     kk = k.reshape(k.shape + (1,) * (a.ndim - 2))

@@ -37,9 +37,9 @@ def _busy_ticks() -> tuple[int, int] | None:
 def idle_cores(sample_s: float = 0.05) -> int:
     """The CPU cores this process may use (its affinity mask) that other programs leave idle now,
     measured over ``sample_s`` seconds from /proc/stat (the 1-minute load average where that is
-    missing); at least 1. On a 2-core machine where another job keeps about one and a half cores
-    busy, PyTorch's default of two threads made a fusion 3.5 times slower than one thread: its
-    threads wait for each other whenever one of them is descheduled."""
+    missing); at least 1. PyTorch's own default, every core, is the slowest choice on a shared CPU:
+    its threads wait for each other whenever one of them is descheduled
+    (``benchmarks/bench_threads.py`` measures it)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     first = _busy_ticks()
     if first is not None:
