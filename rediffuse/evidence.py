@@ -47,7 +47,7 @@ WINDOW = 9
 FILL_SIDE = 512
 #: Widths (Gaussian σ as a fraction of the grid's longer side) of the normalised convolutions.
 FILL_WIDTHS = (1 / 128, 1 / 32, 1 / 8, 1 / 2)
-#: Confident pixels (sum of α under the Gaussian, as a fraction) at which a width counts half.
+#: Structured pixels (α under the Gaussian, as a fraction) at which a width counts half.
 SUPPORT = 0.05
 #: Local gradients (grey levels per pixel at mid-grey, RMS over the window) below which a region is flat
 #: in a frame (sensor noise and JPEG stay below it) and above which it has structure; in between the
@@ -80,8 +80,8 @@ def _shrink(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 class Evidence:
-    """Running maximum and minimum of the frames' focus energies on the small grid of a
-    ``height × width`` stack; frames arrive one at a time (:meth:`add`), in any order."""
+    """Running maximum of the frames' gradient energies on the small grid of a ``height × width``
+    stack; frames arrive one at a time (:meth:`add`), in any order."""
 
     def __init__(self, height: int, width: int, side: int = FILL_SIDE):
         self.height, self.width, self.side = height, width, side
@@ -152,7 +152,7 @@ class WeakEvidenceFill:
         w = self.alpha.astype(np.float64)
         l = logit_small.astype(np.float64)
         lw = l * w
-        # the base: the confident pixels' mean decision (the plain mean where there are none)
+        # the base: the structured pixels' mean decision (the plain mean where there are none)
         fill = np.full_like(l, lw.sum() / w.sum() if w.sum() > 0 else l.mean())
         for s in reversed(self.sigmas):
             support = _blur(w, s)

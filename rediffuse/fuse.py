@@ -827,8 +827,8 @@ def fuse(images: Sequence[ImageLike] | str | os.PathLike, model: FusionModel | s
     each frame's weight map to its R, G and B (every output pixel a convex combination of the
     frames' pixels), ``"paper"`` joins the fused luminance with chroma fused by the paper's
     saturation-weighted rule; ``"auto"`` (default) = ``"weights"`` for a weight-map model, ``"paper"``
-    otherwise. ``evidence_fill`` (weight-map models, pairs and order-independent stacks): where no
-    frame is measurably sharper than another (flat regions), each weight follows what its confident
+    otherwise. ``evidence_fill`` (weight-map models, pairs and order-independent stacks): where every
+    frame is flat (no structure in any of them), each weight follows what the nearest structured
     surroundings decide (``rediffuse.evidence``) instead of the network's wandering guess; ``False``
     keeps the network's weights everywhere. ``max_pixels``: a file or page of more pixels is refused
     from its header, before anything is decoded (``stack.check_pixels``; ``None``: as many as this

@@ -214,8 +214,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "and B; paper = the fused luminance with chroma by the paper's saturation-weighted rule; "
                         "auto = weights for weight-map models, paper for the others (default: %(default)s)")
     p.add_argument("--evidence-fill", action=argparse.BooleanOptionalAction, default=True,
-                   help="where no frame is measurably sharper than another (flat sky, white paper), give each "
-                        "weight the decision of its confident surroundings, so that frames of different exposure "
+                   help="where every frame is flat (sky, white paper), give each weight the decision of the "
+                        "nearest structure, so that frames of different exposure "
                         "leave no blotches (default: on); --no-evidence-fill keeps the network's own weights there")
     p.add_argument("--depth-map", metavar="OUT", default=None,
                    help="also write the index of the frame with the largest weight at each pixel: frame i of N "
