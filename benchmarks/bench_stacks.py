@@ -45,10 +45,12 @@ from scipy import ndimage
 from skimage.measure import label
 
 from rediffuse.baselines import get_baseline
+from rediffuse.fuse import load_stack_image
 from rediffuse.imageio import read_image, write_image
 from rediffuse.metrics import _gray64, psnr, spurious_gradient_fraction, ssim
 from rediffuse.paths import dataset_dir
 from rediffuse.peers import ENFUSE_FLAGS, get_peer
+from rediffuse.stack import FrameReader
 
 BORDER = 12
 BAND_PX = 15
@@ -190,10 +192,6 @@ def part_synthetic(frame_counts: list[int], stacks: int, size: int, threads: int
 
 
 def part_real(threads: int) -> dict:
-    from rediffuse.fuse import FusionModel  # noqa: F401  (the child imports it; here only for registration)
-    from rediffuse.stack import FrameReader
-    from rediffuse.fuse import _as_array
-
     folder = dataset_dir("real-stacks/pcb-10")
     if folder is None:
         print("skipping pcb-10: ../shared/data/real-stacks/pcb-10 not present")
@@ -217,7 +215,8 @@ def part_real(threads: int) -> dict:
             al = [read_image(p)[..., :3] for p in sorted(work.glob("al_*.tif"))]
             out["align_image_stack + enfuse"]["SGF"] = 100 * spurious_gradient_fraction(al, f.astype(np.uint8))
         if code == 0:
-            frames = FrameReader(lambda i: _as_array(paths[i], str(paths[i])), [str(p) for p in paths])
+            # pcb-10 is 8-bit JPEG: the public reader gives the frames as fuse reads them
+            frames = FrameReader(lambda i: (load_stack_image(paths[i]), 8), [str(p) for p in paths])
             frames.survey("auto")
             reg = [frames.frame(i)[0] for i in range(len(paths))]
             reg = [np.clip(np.rint(r), 0, 255).astype(np.uint8) for r in reg]
