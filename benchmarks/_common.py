@@ -21,7 +21,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-__all__ = ["REPO_ROOT", "parser", "setup", "write_json", "child_env", "run_fuse_cli"]
+__all__ = ["REPO_ROOT", "RESULTS_DIR", "parser", "setup", "write_json", "run_meta", "table", "write_record",
+           "child_env", "run_fuse_cli"]
+
+RESULTS_DIR = REPO_ROOT / "docs" / "results"  # where the records behind docs/results.md live
 
 
 def parser(doc: str, *, threads: int = 1) -> argparse.ArgumentParser:
@@ -49,6 +52,82 @@ def write_json(path: str | os.PathLike | None, results: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1, default=str))
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                              timeout=20).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def run_meta(threads: int | None = None) -> dict:
+    """What ``rediffuse.report`` prints under a table: the command as typed, the UTC date, the
+    machine (CPU, cores, load average at the start, threads) and the git commit (``git_dirty`` when
+    the working tree differed from it)."""
+    import platform
+    import shlex
+
+    script = Path(sys.argv[0]).resolve()
+    try:
+        script = script.relative_to(REPO_ROOT)
+    except ValueError:
+        pass
+    machine = f"{_cpu_name()}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}"
+    if hasattr(os, "getloadavg"):
+        machine += f", load average {os.getloadavg()[0]:.2f} at the start"
+    if threads is not None:
+        machine += f", {threads} torch thread{'s' if threads != 1 else ''}"
+    return {"command": shlex.join(["python", str(script), *sys.argv[1:]]),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": machine,
+            "git": _git("rev-parse", "--short=7", "HEAD") or "unknown",
+            "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+            "provenance": "measured"}
+
+
+def table(columns: list[tuple[str, str, str]], rows: list[dict], row_key: str | None = None) -> dict:
+    """A table of the common record schema: ``columns`` are ``(key, label, format)`` with a Python
+    format spec (``".4f"``, ``",d"``; ``""`` = the value as text), ``rows`` dicts from key to value
+    (None = empty cell). Each row needs an ``id`` (how prose refers to it); ``row_key`` names the
+    column to copy it from."""
+    if row_key is not None:
+        rows = [{"id": str(r[row_key]), **r} for r in rows]
+    return {"columns": [list(c) for c in columns], "rows": rows}
+
+
+def write_record(path: str | os.PathLike | None, tables: dict[str, dict], *, values: dict | None = None,
+                 results: dict | None = None, meta: dict | None = None) -> None:
+    """Write a record of the common schema (``meta`` from :func:`run_meta` by default): the tables
+    ``rediffuse.report`` renders, named scalars prose may quote (``values``) and the raw ``results``.
+    NaN becomes null, which the report prints as an empty cell."""
+    import math
+
+    def clean(x):
+        if isinstance(x, float) and math.isnan(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+
+    record = {"schema": 1, **(meta or run_meta()), "tables": tables, "values": values or {},
+              "results": results or {}}
+    write_json(path, clean(record))
 
 
 def child_env() -> dict[str, str]:

@@ -51,8 +51,12 @@ def main() -> int:
     print("| colour | " + " | ".join(KEYS) + " |\n|---|" + "---|" * len(KEYS))
     for mode, row in means.items():
         print(f"| {mode} | " + " | ".join(f"{row[k]:.4f}" for k in KEYS) + " |")
-    _common.write_json(args.json, {"model": fm.path.name, "pairs": stems, "means": means,
-                                   "mean_grey_difference": float(np.mean(grey_diff))})
+    cols = [("colour", "colour", ""), *[(k, k, ".4f") for k in KEYS]]
+    rows = [{"id": mode, "colour": mode, **row} for mode, row in means.items()]
+    _common.write_record(args.json, {"colour": _common.table(cols, rows)},
+                         values={"model": fm.path.name, "pairs": len(stems),
+                                 "mean_grey_difference": float(np.mean(grey_diff))},
+                         results={"pairs": stems, "means": means}, meta=_common.run_meta(args.threads))
     return 0
 
 

@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=5, help="timed calls per row (median reported)")
     args = ap.parse_args(argv)
     _common.setup(args)
+    meta = _common.run_meta(args.threads)
 
     label, a, b, f = load_triple()
     print(f"triple: {label}, shape {a.shape}, {args.threads} thread(s), median of {args.repeat} calls\n")
@@ -109,7 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| evaluate, very first call (builds the filter bank) | — | {first_call[0]:.3f} | {first_call[1]:.3f} |")
     results["rows"] += [{"metric": "evaluate, sources' PC memoised", "wall_s": w, "cpu_s": c},
                         {"metric": "evaluate, very first call", "wall_s": first_call[0], "cpu_s": first_call[1]}]
-    _common.write_json(args.json, results)
+    cols = [("metric", "metric", ""), ("value", "value", ".6f"), ("wall_s", "wall s / call", ".3f"),
+            ("cpu_s", "CPU s / call", ".3f")]
+    rows = [{"id": r["metric"], "value": None, **r} for r in results["rows"]]
+    _common.write_record(args.json, {"metrics-speed": _common.table(cols, rows)},
+                         values={"triple": label, "repeat": args.repeat}, results=results,
+                         meta=meta)
     return 0
 
 

@@ -12,6 +12,10 @@ truth also get its row: the no-reference metrics of the perfect answer.
 
     python benchmarks/bench_quality.py -m weights weights-plain gff enfuse stackmff focus-select \\
         --json outputs/bench-quality.json
+    python benchmarks/bench_quality.py -m average gff weights --sets Lytro --leaderboard --json OUT.json
+
+``--leaderboard`` adds, for Lytro, the published methods of Liu et al. (2020) on the same pairs
+(``rediffuse.evaluate.leaderboard``); ``--stems`` scores only the named pairs (held-out NYU-D pairs).
 
 A method is a baseline name, a peer (``enfuse``, ``stackmff``: need their programs), a shipped model
 name or a checkpoint path (as for ``rediffuse evaluate``).
@@ -23,7 +27,7 @@ import _common  # noqa: F401  (thread pools and sys.path first)
 import math
 from pathlib import Path
 
-from rediffuse.evaluate import evaluate_folder, make_method, mean_table
+from rediffuse.evaluate import evaluate_folder, make_method, markdown_table, mean_table
 from rediffuse.paths import REPO_ROOT, dataset_dir
 from rediffuse.synthesis import default_photo_root, write_validation_set
 
@@ -72,6 +76,29 @@ def wins(table: dict, method: str, ref: str, metrics) -> str:
     return f"{len(ok)}/{n}"
 
 
+def record_table(table: dict, metrics) -> dict:
+    """The set's table in the common record schema (``_common.table``), as :func:`markdown` prints it."""
+    cols = [m for m in metrics if any(m in row for row in table.values())]
+    refs = [r for r in ("gff", "enfuse") if r in table]
+    columns = [("method", "method", ""), *[(m, m, ".4f") for m in cols], ("seconds", "s/pair", ".2f"),
+               *[(f"ge_{r}", f"≥ {r}", "") for r in refs]]
+    is_truth = "ground truth (the photo itself)"
+    rows = [{"id": "ground truth" if method == is_truth else method, "method": method,
+             **{m: row.get(m) for m in cols}, "seconds": None if method == is_truth else row.get("seconds"),
+             **{f"ge_{r}": wins(table, method, r, [m for m in cols if m not in LOWER_BETTER]) for r in refs}}
+            for method, row in table.items()]
+    return _common.table(columns, rows)
+
+
+def leaderboard_table(table: dict, stems: list[str]) -> dict:
+    """Lytro's published methods and ours (``table``, without the ground-truth row), sorted by QMI."""
+    from rediffuse.evaluate import LEADERBOARD_METRICS, leaderboard
+
+    board = leaderboard({m: v for m, v in table.items() if not m.startswith("ground truth")}, images=stems)
+    columns = [("method", "method", ""), ("source", "source", ""), *[(m, m, ".4f") for m in LEADERBOARD_METRICS]]
+    return _common.table(columns, board, row_key="method")
+
+
 def markdown(name: str, table: dict, metrics) -> str:
     cols = [m for m in metrics if any(m in row for row in table.values())]
     refs = [r for r in ("gff", "enfuse") if r in table]
@@ -92,10 +119,15 @@ def main() -> None:
     p.add_argument("--boundary-pairs", type=int, default=60, help="pairs in the boundary set (default: 60)")
     p.add_argument("--boundary-size", type=int, default=256, help="their side in pixels (default: 256)")
     p.add_argument("--out", default="outputs/bench-quality", help="folder for per-set CSV and summaries")
+    p.add_argument("--stems", nargs="+", default=None, metavar="STEM", help="score only these pairs of each set")
+    p.add_argument("--leaderboard", action="store_true",
+                   help="for Lytro, also the published methods of Liu et al. (2020) on the same pairs")
     args = p.parse_args()
     _common.setup(args)
     methods = [make_method(m) for m in args.methods]
+    meta = _common.run_meta(args.threads)
     results: dict[str, dict] = {"methods": [m.name for m in methods], "threads": args.threads, "sets": {}}
+    tables: dict[str, dict] = {}
     report = []
     for name in args.sets:
         folder = (boundary_set(args.boundary_pairs, args.boundary_size, name == "boundary-val")
@@ -103,18 +135,24 @@ def main() -> None:
         if folder is None:
             print(f"skipping {name}: not present")
             continue
-        rows = evaluate_folder(folder, methods, Path(args.out) / name, save_images=False)
+        rows = evaluate_folder(folder, methods, Path(args.out) / name, stems=args.stems, save_images=False)
         table = mean_table(rows)
-        if (Path(folder) / "GT").is_dir():
+        stems = sorted({r["image"] for r in rows})
+        if (Path(folder) / "GT").is_dir() and args.stems is None:
             table["ground truth (the photo itself)"] = truth_scores(Path(folder))
-        metrics = NO_REF + LOWER_BETTER + (("PSNR", "SSIM", "PSNR-band", "SSIM-band") if name in SYNTHETIC_SETS else ())
-        results["sets"][name] = {"pairs": len({r["image"] for r in rows}), "means": table}
+        metrics = NO_REF + LOWER_BETTER + (("PSNR", "SSIM", "PSNR-band", "SSIM-band") if (Path(folder) / "GT").is_dir() else ())
+        results["sets"][name] = {"pairs": len(stems), "stems": stems, "means": table}
         report.append(markdown(f"{name} ({results['sets'][name]['pairs']} pairs)", table, metrics))
+        tables[name] = record_table(table, metrics)
+        if args.leaderboard and name == "Lytro":
+            tables["Lytro leaderboard"] = leaderboard_table(table, stems)
+            report.append(markdown_table([{k: v for k, v in r.items() if k != "id"}
+                                          for r in tables["Lytro leaderboard"]["rows"]]))
     text = "\n".join(report)
     print(text)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "summary.md").write_text(text)
-    _common.write_json(args.json, results)
+    _common.write_record(args.json, tables, results=results, meta=meta)
 
 
 if __name__ == "__main__":

@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--full-2000", action="store_true", help="really run all 2000 sampling steps")
     args = ap.parse_args(argv)
     args.device = _common.setup(args)
+    meta = _common.run_meta(args.threads)
     cfg = dict(base=64, mults=(1, 2, 4, 8), groups=16) if args.paper else dict(base=16, mults=(1, 2, 4), groups=4)
     rows = []
     for conv in ("bconv", "plain"):
@@ -92,10 +93,16 @@ def main(argv: list[str] | None = None) -> int:
     for conv, n, sps, s20, s2000, how in rows:
         print(f"| {conv} | {n:,d} | {sps:.2f} | {s20:.1f} | {s2000:.0f} | {how} |")
     print(f"\nRot-E / plain training speed ratio: {rows[0][2] / rows[1][2]:.2f}")
-    _common.write_json(args.json, {
-        "config": cfg, "device": args.device, "threads": args.threads, "crop": args.crop, "batch": args.batch,
-        "rows": [dict(model=conv, parameters=n, train_steps_per_s=sps, s_per_pair_20=s20, s_per_pair_2000=s2000,
-                      timing_2000=how) for conv, n, sps, s20, s2000, how in rows]})
+    cols = [("model", "model", ""), ("parameters", "parameters", ",d"), ("train_steps_per_s", "train steps/s", ".2f"),
+            ("s_per_pair_20", "s/pair 20 steps", ".1f"), ("s_per_pair_2000", "s/pair 2000 steps", ",.0f"),
+            ("timing_2000", "2000-step timing", "")]
+    rows = [dict(id=conv, model=conv, parameters=n, train_steps_per_s=sps, s_per_pair_20=s20, s_per_pair_2000=s2000,
+                 timing_2000=how) for conv, n, sps, s20, s2000, how in rows]
+    _common.write_record(args.json, {"unet-speed": _common.table(cols, rows)},
+                         values={"train_ratio": rows[0]["train_steps_per_s"] / rows[1]["train_steps_per_s"],
+                                 "size": args.size, "crop": args.crop, "batch": args.batch},
+                         results={"config": cfg, "device": args.device, "threads": args.threads, "crop": args.crop,
+                                  "batch": args.batch, "rows": rows}, meta=meta)
     return 0
 
 
