@@ -72,20 +72,27 @@ _numbers = numbers_in
 
 
 def check_01_bconv(r):
-    # [9]: quarter turns permute the filter taps; 45° (m = 8) samples between them
+    # [4], [6], [9]: the primer's checks: C4's action on an image and the regular representation, read off
+    # rotate_image / rotate_fields; a lifting layer equivariant and its pooled fields invariant, to round-off
+    p = r["primer"]
+    assert p["four_turns_identity"] and p["composition_holds"] and p["matrix_order_four"], p
+    assert p["regular_is_cyclic_permutation"] and p["regular_homomorphism"] and p["c8_quarter_turn_shifts_two"], p
+    assert p["lift_equivariance_gap"] < 1e-12 and p["pooled_invariance_gap"] < 1e-12, p
+    assert p["lift_relative_error"] < 1e-13 and p["lift_no_cycle_gap"] > 0.1, p
+    # [18]: quarter turns permute the filter taps; 45° (m = 8) samples between them
     assert r["grid_offset_px"]["4"] < 1e-9 < 0.1 < r["grid_offset_px"]["8"], r["grid_offset_px"]
-    # [19]: quarter turns exact at every size and basis: float32 round-off ~1e-7, float64 ~1e-16
+    # [28]: quarter turns exact at every size and basis: float32 round-off ~1e-7, float64 ~1e-16
     for key, err in r["c4_error"].items():
         assert err <= (1e-6 if key.endswith("float32") else 1e-14), (key, err)
     assert r["plain_cnn_error_90"] > 0.05
-    # [21]-[22], [30]: m = 8 at 45° is not exact, small, falls with every refinement, at least as fast as δ
+    # [30]-[31], [39]: m = 8 at 45° is not exact, small, falls with every refinement, at least as fast as δ
     for basis in ("bconv", "fconv"):
         errs = r["m8_45deg"][basis]
         assert all(a > b for a, b in zip(errs, errs[1:])) and 1e-4 < min(errs) and max(errs) < 0.05, errs
     assert r["m8_45deg"]["loglog_slope_bconv"] >= 1.0, r["m8_45deg"]
-    assert {int(m): v for m, v in r["param_ratio"].items()} == {4: 0.25, 8: 0.125, 16: 0.0625}  # [23] exactly 1/m
-    assert r["explorer_cycle_error"] < 1e-5  # [26] the bottom row is the field cycled, to round-off
-    # [28]-[29]: round-off at multiples of 90° only; in between the error grows with the distance to the nearest
+    assert {int(m): v for m, v in r["param_ratio"].items()} == {4: 0.25, 8: 0.125, 16: 0.0625}  # [32] exactly 1/m
+    assert r["explorer_cycle_error"] < 1e-5  # [35] the bottom row is the field cycled, to round-off
+    # [37]-[38]: round-off at multiples of 90° only; in between the error grows with the distance to the nearest
     by_distance = {}
     for angle, err in r["angle_errors"].items():
         by_distance.setdefault(min(int(angle) % 90, 90 - int(angle) % 90), []).append(err)
