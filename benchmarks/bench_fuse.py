@@ -184,6 +184,28 @@ def part_large(checkpoints: list[str], speeds: list[str], size: str, sigma: floa
     return dict(size=[width, height], sigma=sigma, threads=threads, working_size=working_size, rows=rows)
 
 
+def record_tables(results: dict) -> dict:
+    """The parts' tables in the common record schema (``_common.table``), as they are printed."""
+    tables = {}
+    if "quality" in results:
+        cols = [("model", "model", ""), ("speed", "speed", ""), *[(m, m, ".4f") for m in NO_REF],
+                ("drop_vs_quality", "Δ vs quality", "+.4f"), ("cpu_s", "CPU s", ".2f"), ("seconds", "wall s", ".2f")]
+        rows = [dict(id=name, model=name.rsplit(" ", 1)[0], speed=name.rsplit(" ", 1)[1],
+                     **{c[0]: r.get(c[0]) for c in cols[2:]}) for name, r in results["quality"].items()]
+        tables["quality"] = _common.table(cols, rows)
+    if "tiles" in results:
+        cols = [("setting", "setting", ""), ("tiles", "tiles", "d"), ("psnr_vs_untiled", "PSNR tiled vs untiled (dB)", ".2f"),
+                ("psnr_vs_gt", "PSNR vs ground truth (dB)", ".2f"), ("seconds", "wall (s)", ".1f")]
+        rows = [dict(r, id=r["setting"].split(" (")[0], psnr_vs_untiled=None if r["setting"] == "untiled"
+                     else r["psnr_vs_untiled"]) for r in results["tiles"]["rows"]]
+        tables["tiles"] = _common.table(cols, rows)
+    if "large" in results:
+        cols = [("model", "model", ""), ("speed", "speed", ""), ("exit", "exit", "d"), ("wall_s", "wall s", ".0f"),
+                ("cpu_s", "CPU s", ".0f"), ("peak_rss_gb", "peak RSS (GB)", ".2f"), ("psnr_vs_gt", "PSNR vs ground truth (dB)", ".2f")]
+        tables["large"] = _common.table(cols, [dict(r, id=f"{r['model']} {r['speed']}") for r in results["large"]["rows"]])
+    return tables
+
+
 def main(argv: list[str] | None = None) -> int:
     p = _common.parser(__doc__)
     p.add_argument("--part", choices=["quality", "tiles", "large", "all"], default="all")
@@ -205,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="outputs/bench-fuse", help="folder for the quality part's per-image CSV")
     args = p.parse_args(argv)
     _common.setup(args)
+    meta = _common.run_meta(args.threads)
     results = {}
     if args.part in ("quality", "all"):
         results["quality"] = part_quality(args.checkpoints, args.speeds, args.steps, args.out, tuple(args.precisions),
@@ -214,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.part in ("large", "all"):
         results["large"] = part_large(args.checkpoints, args.speeds, args.size, args.sigma, args.steps, args.threads,
                                       args.working_size)
-    _common.write_json(args.json, results)
+    _common.write_record(args.json, record_tables(results), results=results, meta=meta)
     return 0 if all(r["ok"] for r in results.get("large", {}).get("rows", [])) else 1
 
 
