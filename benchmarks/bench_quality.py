@@ -145,9 +145,9 @@ def main() -> None:
         report.append(markdown(f"{name} ({results['sets'][name]['pairs']} pairs)", table, metrics))
         tables[name] = record_table(table, metrics)
         if args.leaderboard and name == "Lytro":
-            tables["Lytro leaderboard"] = leaderboard_table(table, stems)
+            tables["leaderboard"] = leaderboard_table(table, stems)
             report.append(markdown_table([{k: v for k, v in r.items() if k != "id"}
-                                          for r in tables["Lytro leaderboard"]["rows"]]))
+                                          for r in tables["leaderboard"]["rows"]]))
     text = "\n".join(report)
     print(text)
     Path(args.out).mkdir(parents=True, exist_ok=True)
