@@ -25,6 +25,8 @@ __all__ = ["REPO_ROOT", "RESULTS_DIR", "parser", "setup", "write_json", "run_met
            "child_env", "run_fuse_cli"]
 
 RESULTS_DIR = REPO_ROOT / "docs" / "results"  # where the records behind docs/results.md live
+# when the run started (the first import of this module) and how busy the machine was then
+_STARTED = (time.gmtime(), os.getloadavg()[0] if hasattr(os, "getloadavg") else None)
 
 
 def parser(doc: str, *, threads: int = 1) -> argparse.ArgumentParser:
@@ -46,9 +48,15 @@ def setup(args: argparse.Namespace) -> str:
 
 
 def write_json(path: str | os.PathLike | None, results: dict) -> None:
-    """Write ``results`` to ``path`` (nothing when it is empty), creating its folder."""
+    """Write ``results`` to ``path`` (nothing when it is empty), creating its folder. A dict that is
+    not yet a record (:func:`write_record`) is wrapped in one: the run's metadata, no tables, and
+    ``results`` as its raw results, so every benchmark's JSON says how and where it was made."""
     if not path:
         return
+    if "schema" not in results:
+        torch = sys.modules.get("torch")
+        meta = run_meta(torch.get_num_threads() if torch is not None else None)
+        results = {"schema": 1, **meta, "tables": {}, "values": {}, "results": results}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1, default=str))
@@ -75,9 +83,9 @@ def _cpu_name() -> str:
 
 
 def run_meta(threads: int | None = None) -> dict:
-    """What ``rediffuse.report`` prints under a table: the command as typed, the UTC date, the
-    machine (CPU, cores, load average at the start, threads) and the git commit (``git_dirty`` when
-    the working tree differed from it)."""
+    """What ``rediffuse.report`` prints under a table: the command as typed, the UTC date and the
+    machine's load average when the run started, the machine (CPU, cores, threads) and the git commit
+    (``git_dirty`` when the working tree differed from it)."""
     import platform
     import shlex
 
@@ -86,13 +94,14 @@ def run_meta(threads: int | None = None) -> dict:
         script = script.relative_to(REPO_ROOT)
     except ValueError:
         pass
+    started, load = _STARTED
     machine = f"{_cpu_name()}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}"
-    if hasattr(os, "getloadavg"):
-        machine += f", load average {os.getloadavg()[0]:.2f} at the start"
+    if load is not None:
+        machine += f", load average {load:.2f} at the start"
     if threads is not None:
         machine += f", {threads} torch thread{'s' if threads != 1 else ''}"
     return {"command": shlex.join(["python", str(script), *sys.argv[1:]]),
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", started),
             "machine": machine,
             "git": _git("rev-parse", "--short=7", "HEAD") or "unknown",
             "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),

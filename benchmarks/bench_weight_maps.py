@@ -119,7 +119,12 @@ def main() -> None:
         print(f"\n**{name}** ({fm.path.name})\n\n| weights | " + " | ".join(cols) + " |\n|---|" + "---|" * len(cols))
         for row, vals in table.items():
             print(f"| {row} | " + " | ".join(f"{vals[c]:.4f}" if c in vals else "" for c in cols) + " |")
-    _common.write_json(args.json, results)
+    tables = {}
+    for name, table in results.items():
+        cols = list(dict.fromkeys(c for row in table.values() for c in row))
+        rows = [{"id": row, "weights": row, **{c: vals.get(c) for c in cols}} for row, vals in table.items()]
+        tables[name] = _common.table([("weights", "weights", ""), *[(c, c, ".4f") for c in cols]], rows)
+    _common.write_record(args.json, tables, results=results, meta=_common.run_meta(args.threads))
 
 
 if __name__ == "__main__":
