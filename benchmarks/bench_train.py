@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from rediffuse.paths import dataset_dir
 from rediffuse.resources import format_bytes, measured_cpu_peak, memory_estimate, training_flops
-from rediffuse.train import PRESETS, StepBatches, TrainConfig, _model_kwargs, build_dataset, preset_config, train
+from rediffuse.train import PRESETS, StepBatches, TrainConfig, build_dataset, model_kwargs, preset_config, train
 from rediffuse.unet import ReDiffuseUNet, set_grad_checkpoint
 
 GiB = 2**30
@@ -103,7 +103,7 @@ def step_seconds(kw: dict, batch: int, crop: int, grad_checkpoint: bool, repeat:
 
 def part_memory(args) -> dict:
     paper = preset_config("paper")
-    kw = _model_kwargs(paper)
+    kw = model_kwargs(paper)
     out = {"checks": [], "table": []}
     print("\n### Memory: estimate against the measured CPU allocation peak (paper preset's network)\n")
     print("| batch × crop | checkpointing | estimated | measured | ratio |")
@@ -139,7 +139,7 @@ def part_memory(args) -> dict:
 
 
 def part_flops(args) -> dict:
-    kw = _model_kwargs(preset_config("paper"))
+    kw = model_kwargs(preset_config("paper"))
     t0 = time.perf_counter()
     one, two = training_flops(kw, 1, 64, device="cpu"), training_flops(kw, 2, 64, device="cpu")
     per_image = two - one  # per 64² crop; the rest (filter expansion) is paid once per step

@@ -164,7 +164,7 @@ def test_a_finished_run_says_so_and_keeps_its_statistics(tmp_path):
 
 def test_an_existing_run_needs_overwrite(tmp_path):
     train(tiny_cfg(steps=2), tmp_path, progress=False)
-    with pytest.raises(FileExistsError, match="already holds a training run.*--resume.*--overwrite"):
+    with pytest.raises(FileExistsError, match="already holds a training run.*resume=True.*overwrite=True"):
         train(tiny_cfg(steps=2), tmp_path, progress=False)
     with pytest.raises(ValueError, match="exclude each other"):
         train(tiny_cfg(steps=2), tmp_path, resume=True, overwrite=True, progress=False)
@@ -371,3 +371,23 @@ def test_weighted_loss_is_the_plain_loss_under_uniform_weights_and_stresses_weig
         assert float(flat) == pytest.approx(float(plain), rel=1e-5)
     with pytest.raises(ValueError, match="weight must be"):
         training_loss(net, target, cond, sched, prediction="weights", t=t, noise=noise, weight=ones[:, :, :8])
+
+
+def test_run_configurations_merge_presets_settings_and_the_stored_run(tmp_path):
+    """What `rediffuse train` asks of the library: a preset with settings (new data replaces the preset's),
+    the stored configuration with settings (only those that change how it runs), one process group."""
+    from rediffuse.train import new_run_config, process_group, resume_config
+
+    cfg = new_run_config("layered", {"synthetic": 4, "model": {"base": 8}})
+    assert (cfg.synthetic, cfg.layered, cfg.data) == (4, 0, []) and cfg.model["mults"] == (1, 2, 4, 8, 8)
+    assert new_run_config("layered", {"steps": 5}).layered == 20_000  # no data given: the preset's
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        resume_config(tmp_path)
+    train(tiny_cfg(steps=2), tmp_path, progress=False)
+    assert resume_config(tmp_path, {"steps": 4, "workers": 1}) == dataclasses.replace(tiny_cfg(steps=4), workers=1)
+    with pytest.raises(ValueError, match=r"lr: run 0.002, given 0.1.*model.base: run 8, given 16"):
+        resume_config(tmp_path, {"lr": 0.1, "model": {"base": 16}})
+    with pytest.raises(ValueError, match="already at step 2; give steps=2 or more"):
+        resume_config(tmp_path, {"steps": 1})
+    with process_group("cpu") as device:  # not launched by torchrun: one process, nothing to join
+        assert device == "cpu" and not torch.distributed.is_initialized()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from .common import (EXIT_USAGE, as_usage_error, nonneg_float, nonneg_int, pos_float, pos_int, probability,
@@ -10,8 +11,6 @@ from .common import (EXIT_USAGE, as_usage_error, nonneg_float, nonneg_int, pos_f
 __all__ = ["add_parser", "run"]
 
 SUPPRESS = argparse.SUPPRESS
-# flags whose values define the training data; given with a preset, they replace the preset's data
-DATA_KEYS = ("data", "synthetic", "layered")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -46,6 +45,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     run_g.add_argument("--overwrite", action="store_true", help="discard the run already in OUT and start again")
     p.add_argument("--dry-run", action="store_true", help="print parameters, memory and FLOPs estimates, then exit")
 
+    _data_options(p)
+    _optimisation_options(p)
+    _model_options(p)
+    _runtime_options(p)
+    p.set_defaults(func=run, on_interrupt=_interrupted)
+    return p
+
+
+def _data_options(p: argparse.ArgumentParser) -> None:
+    """The options that choose the training data."""
     d = p.add_argument_group("data (a preset's data is replaced when any of --data/--synthetic/--layered is given)")
     d.add_argument("--data", nargs="*", default=SUPPRESS, metavar="DIR", help="dataset folders (A/, B/, GT/)")
     d.add_argument("--exclude", nargs="*", default=SUPPRESS, metavar="STEM", help="file stems to hold out")
@@ -57,6 +66,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     d.add_argument("--rgb", action="store_true", default=SUPPRESS,
                    help="fuse RGB in and out (FusionDiff-style backbone) instead of luminance Y")
 
+
+def _optimisation_options(p: argparse.ArgumentParser) -> None:
+    """The options of the optimisation: steps, batch, learning rate, loss, diffusion."""
     o = p.add_argument_group("optimisation")
     o.add_argument("--steps", type=pos_int, default=SUPPRESS, help="training steps (default: 1000)")
     o.add_argument("--batch", type=pos_int, default=SUPPRESS,
@@ -84,6 +96,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     o.add_argument("--T", type=pos_int, default=SUPPRESS, help="diffusion steps (default: 2000)")
     o.add_argument("--seed", type=seed_int, default=SUPPRESS, help="0 to 2**63 - 1 (default: 0)")
 
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    """The options that describe the network."""
     m = p.add_argument_group("model")
     m.add_argument("--conv", choices=["bconv", "fconv", "gconv", "plain"], default=SUPPRESS, help="(default: bconv)")
     m.add_argument("--layout", choices=["unet", "fusiondiff"], default=SUPPRESS,
@@ -96,6 +111,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     m.add_argument("--attention", type=nonneg_int, default=SUPPRESS, metavar="HEADS",
                    help="global self-attention heads at the bottleneck (0: none, as the paper) (default: 0)")
 
+
+def _runtime_options(p: argparse.ArgumentParser) -> None:
+    """The options of how a run executes (they may change when it is resumed)."""
     r = p.add_argument_group("how it runs (may change when resuming)")
     r.add_argument("--precision", choices=["auto", "fp32", "tf32", "bf16", "fp16"], default=SUPPRESS,
                    help="fp32; tf32 (TF32 matmuls/convs, Ampere+); bf16 autocast; fp16 autocast with loss "
@@ -107,8 +125,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="DataLoader processes building batches ahead of the GPU (default: 0)")
     r.add_argument("--ckpt-every", type=pos_int, default=SUPPRESS, metavar="STEPS",
                    help="write OUT/last.pt every this many steps (default: 250)")
-    p.set_defaults(func=run, on_interrupt=_interrupted)
-    return p
 
 
 def _interrupted(args: argparse.Namespace) -> str:
@@ -127,6 +143,10 @@ def _interrupted(args: argparse.Namespace) -> str:
 # TrainConfig.validate names these settings in its errors; they are the options of the same names
 _SETTINGS = ("steps", "batch", "crop", "lr", "warmup", "band_weight", "precision", "lr_schedule", "synthetic",
              "layered", "workers", "seed", "ckpt_every", "T", "base", "groups")
+# The library's messages name parameters ("resume=True", "steps=3"); this command's user typed flags.
+_AS_FLAGS = ((re.compile(r"(?<![-\w])(resume|overwrite)=True\b"), r"--\1"),
+             (re.compile(r"(?<![-\w])(steps|lr|precision|synthetic|layered)=\"?([^\s\";,)]*)\"?"), r"--\1 \2"),
+             (re.compile(r"(?<![-\w])lower lr\b"), "lower --lr"))
 
 
 def _explicit(args: argparse.Namespace) -> dict:
@@ -149,21 +169,26 @@ def _explicit(args: argparse.Namespace) -> dict:
     return out
 
 
-def _with(cfg, values: dict):
-    """``cfg`` with ``values`` applied (a ``model`` entry updates the model dict key by key)."""
-    import dataclasses
-
-    values = dict(values)
-    model = {**cfg.model, **values.pop("model", {})}
-    return dataclasses.replace(cfg, model=model, **values)
+def _as_flags(e: Exception) -> Exception:
+    """``e`` with the parameters its message names said as the flags that set them (``e`` itself when
+    it names none)."""
+    msg = new = str(e)
+    for pattern, flag in _AS_FLAGS:
+        new = pattern.sub(flag, new)
+    if new == msg:
+        return e
+    try:
+        return type(e)(new)
+    except Exception:  # an exception type that takes other arguments: keep it as it is
+        return e
 
 
 def _print_estimates(cfg, world: int, flops: bool) -> None:
     """Parameter counts and the memory estimate (and, for a dry run, FLOPs) of ``cfg``, before training."""
     from ..resources import format_bytes, memory_estimate, parameter_counts, training_flops
-    from ..train import _model_kwargs
+    from ..train import model_kwargs
 
-    kw = _model_kwargs(cfg)
+    kw = model_kwargs(cfg)
     counts = parameter_counts(kw)
     conv = kw.get("conv", "bconv")
     line = f"parameters: {counts['model']:,} ({'plain' if conv == 'plain' else conv + ', exactly equivariant'})"
@@ -183,65 +208,36 @@ def _print_estimates(cfg, world: int, flops: bool) -> None:
         print(f"arithmetic per step and process: {f / 1e12:.3g} TFLOP (forward + backward)")
 
 
-def run(args: argparse.Namespace) -> int:
-    """The ``train`` command; under torchrun (WORLD_SIZE > 1) one process per GPU."""
-    import copy
-    import os
-    from pathlib import Path
+def _config(args: argparse.Namespace):
+    """The run's configuration: the stored one with the flags applied (``--resume``), else the preset's
+    with the flags; a new run into a folder that holds one is refused unless ``--overwrite``."""
+    from ..train import check_run_folder, new_run_config, resume_config
 
-    import torch
-
-    from ..train import PRESETS, config_differences, preset_config, read_run_config, run_exists, train
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    distributed = world > 1
-    if not args.out and not args.dry_run:
-        print("rediffuse train: error: -o/--out is required (except with --dry-run)", file=sys.stderr)
-        return EXIT_USAGE
-    explicit = _explicit(args)
     if args.resume:
-        if not (Path(args.out) / "last.pt").is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint at {Path(args.out) / 'last.pt'}; "
-                                    "start the run without --resume")
-        stored, step = read_run_config(args.out)
-        given = copy.deepcopy(PRESETS[args.preset]) if hasattr(args, "preset") else {}
-        given["model"] = {**given.get("model", {}), **explicit.pop("model", {})}
-        given.update(explicit)
-        cfg = _with(stored, given)
-        diffs = config_differences(stored, cfg)
-        if diffs:
-            keys = "; ".join(f"{k}: run {a!r}, given {b!r}" for k, (a, b) in diffs.items())
-            raise ValueError(f"{args.out} was trained with other settings ({keys}); drop these flags to resume it, "
-                             "or train into a new folder")
-        if cfg.steps < step:
-            raise ValueError(f"{args.out} is already at step {step}; --steps must be at least that")
+        cfg = resume_config(args.out, _explicit(args), getattr(args, "preset", None))
     else:
-        if any(k in explicit for k in DATA_KEYS):  # new data replaces the preset's data entirely
-            for k, empty in (("data", []), ("synthetic", 0), ("layered", 0)):
-                explicit.setdefault(k, empty)
-        cfg = preset_config(getattr(args, "preset", "small"), **explicit)
-        if args.out and not args.dry_run and run_exists(args.out) and not args.overwrite:
-            raise ValueError(f"{args.out} already holds a training run; continue it with --resume, "
-                             "or discard it with --overwrite")
+        cfg = new_run_config(getattr(args, "preset", "small"), _explicit(args))
+        if args.out and not args.dry_run:
+            check_run_folder(args.out, resume=False, overwrite=args.overwrite)
     try:
         cfg.validate()
     except ValueError as e:  # a value no run can use: the option's usage error, exit code 2
         raise as_usage_error(e, _SETTINGS) from None
-    _print_estimates(cfg, world, flops=args.dry_run)
+    return cfg
+
+
+def _train(args: argparse.Namespace) -> int:
+    """The ``train`` command in the library's terms (its errors name parameters)."""
+    from pathlib import Path
+
+    from ..train import launched_world_size, process_group, train
+
+    cfg = _config(args)
+    _print_estimates(cfg, launched_world_size(), flops=args.dry_run)
     if args.dry_run:
         return 0
-    device = setup_runtime(args)
-    if distributed:  # launched by torchrun
-        rank = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.distributed.init_process_group("nccl" if device == "cuda" else "gloo")
-        if device == "cuda":
-            torch.cuda.set_device(rank)
-            device = f"cuda:{rank}"
-    try:
+    with process_group(setup_runtime(args)) as device:  # under torchrun, one process per GPU
         summary = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite, device=device)
-    finally:
-        if distributed:
-            torch.distributed.destroy_process_group()
     out = Path(args.out)
     if summary.get("already_finished"):
         print(f"{out} is already finished: step {summary['final_step']} of {cfg.steps}; "
@@ -250,3 +246,18 @@ def run(args: argparse.Namespace) -> int:
     print(f"{summary['final_step']} steps ({summary['steps_run']} now), {summary['steps_per_s']:.2f} steps/s, "
           f"{100 * summary['data_wait_fraction']:.0f} % of the time waiting for data -> {out / 'last.pt'}")
     return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """The ``train`` command; under torchrun (WORLD_SIZE > 1) one process per GPU. The library's errors
+    reach the user with the flags that set what they name."""
+    if not args.out and not args.dry_run:
+        print("rediffuse train: error: -o/--out is required (except with --dry-run)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return _train(args)
+    except (ValueError, RuntimeError, OSError) as e:
+        worded = _as_flags(e)
+        if worded is e:
+            raise
+        raise worded from e
