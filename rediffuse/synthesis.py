@@ -31,6 +31,7 @@ from scipy import ndimage
 from skimage.segmentation import felzenszwalb
 from torch.utils.data import Dataset
 
+from .data import shape_field
 from .defocus import boundary_band, composite_ground_truth, render_stack, soft_layers
 from .imageio import IMAGE_EXTENSIONS, read_image, write_image
 from .paths import dataset_dir
@@ -100,27 +101,6 @@ class PhotoLibrary:
 
 # ------------------------------------------------------------------------------------ scenes
 
-def _shape_field(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-    """Signed field whose positive set is a random half-plane, ellipse, rectangle or blob."""
-    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
-    s = max(h, w)
-    y, x = (2 * y - (h - 1)) / s, (2 * x - (w - 1)) / s
-    kind = rng.choice(["halfplane", "ellipse", "rectangle", "blob"])
-    if kind == "blob":
-        f = ndimage.gaussian_filter(rng.standard_normal((h, w)), rng.uniform(0.06, 0.2) * s, mode="wrap")
-        return f / (f.std() + 1e-12) - rng.uniform(-0.5, 0.8)
-    th = rng.uniform(0, np.pi)
-    u = x * np.cos(th) + y * np.sin(th)
-    v = -x * np.sin(th) + y * np.cos(th)
-    if kind == "halfplane":
-        return u - rng.uniform(-0.6, 0.6)
-    cu, cv = rng.uniform(-0.6, 0.6, size=2)
-    a, b = rng.uniform(0.2, 0.9, size=2)
-    if kind == "ellipse":
-        return 1 - np.hypot((u - cu) / a, (v - cv) / b)
-    return 1 - np.maximum(np.abs(u - cu) / a, np.abs(v - cv) / b)
-
-
 def _smooth_depth(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     y, x = np.mgrid[0:h, 0:w]
     y, x = y / max(h - 1, 1) - 0.5, x / max(w - 1, 1) - 0.5
@@ -148,7 +128,7 @@ def scene_labels(patch: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarra
     if kind == "shapes":
         labels = np.full((h, w), n_layers - 1, np.int64)
         for layer in range(n_layers - 2, -1, -1):  # nearer shapes drawn last, on top
-            labels[_shape_field(h, w, rng) > 0] = layer
+            labels[shape_field(h, w, rng) > 0] = layer
     elif kind == "depth":
         labels = _quantise(-_smooth_depth(h, w, rng), n_layers, rng)
     else:
@@ -159,7 +139,7 @@ def scene_labels(patch: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarra
         labels = _quantise(mean[seg] + rng.normal(0, 0.3, n_seg)[seg], n_layers, rng)
     present = np.unique(labels)
     if len(present) < 2:  # degenerate draw: split by a half-plane instead
-        labels = (_shape_field(h, w, rng) <= 0).astype(np.int64)
+        labels = (shape_field(h, w, rng) <= 0).astype(np.int64)
         present = np.array([0, 1])
     remap = np.zeros(n_layers, np.int64)
     remap[present] = np.arange(len(present))
