@@ -44,7 +44,7 @@ from .peers import PEERS, get_peer
 from .paths import reference_dir
 
 __all__ = ["Method", "ScoreRows", "make_method", "evaluate_folder", "fused_path", "read_rows", "mean_table",
-           "leaderboard", "markdown_table", "LEADERBOARD_METRICS"]
+           "leaderboard", "markdown_table", "render_table", "LEADERBOARD_METRICS"]
 
 LEADERBOARD_METRICS = ("QMI", "QG", "QP", "QE")  # the columns the reference CSV shares with ours
 
@@ -166,13 +166,7 @@ def evaluate_folder(folder: str | Path, methods: Sequence[Method], out_dir: str 
     pairs, while ``resume=False`` starts that file afresh. Only the first two sources of a stack are
     scored (the metrics are defined for pairs).
     """
-    names = [m.name for m in methods]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise ValueError(f"two methods share the name {dup[0]!r}; give them different names (e.g. rename "
-                         "the checkpoint files or their run folders)")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
-        raise ValueError(f"limit must be a whole number ≥ 1 (or None for every image), got {limit!r}")
+    _check_methods(methods, limit)
     ds = FusionFolder(folder, stems=stems)
     items = ds.stems[:limit] if limit else ds.stems
     out = Path(out_dir) if out_dir else None
@@ -180,16 +174,8 @@ def evaluate_folder(folder: str | Path, methods: Sequence[Method], out_dir: str 
     done: dict[tuple[str, str], dict] = {}
     written: list[dict] = []  # every row in per_image.csv, in file order
     if out is not None:
-        csv_path = out / "per_image.csv"
-        columns = ["image", "method", "QMI", "QG", "Qabf", "QP", "QE", "MS-SSIM", "SGF"]
-        if ds.has_gt:
-            columns += ["PSNR", "SSIM"] + (["PSNR-band", "SSIM-band"] if (Path(folder) / "band").is_dir() else [])
-        columns.append("seconds")
-        if resume and csv_path.is_file():
-            old_columns, written = read_rows(csv_path)
-            columns = old_columns + [c for c in columns if c not in old_columns] if old_columns else columns
-            done = {(r["image"], r["method"]): r for r in written}
-        log = _RowLog(csv_path, columns, written)
+        log, written = _open_row_log(out / "per_image.csv", folder, ds.has_gt, resume)
+        done = {(r["image"], r["method"]): r for r in written}
     rows = ScoreRows()
     bar = tqdm(total=len(items) * len(methods), desc="evaluate", unit="img", disable=not progress)
     try:
@@ -216,14 +202,7 @@ def evaluate_folder(folder: str | Path, methods: Sequence[Method], out_dir: str 
                     rows.append(done[(stem, method.name)])
                     bar.update(1)
                     continue
-                t0 = time.perf_counter()
-                fused = method.fuse(sources)
-                seconds = time.perf_counter() - t0
-                row = {"image": stem, "method": method.name}
-                row.update(score_triple(sources[0], sources[1], fused, gt=imgs.get("GT")))
-                if band is not None and "GT" in imgs:
-                    row.update(band_scores(fused, imgs["GT"], band))
-                row["seconds"] = seconds
+                row, fused = _fuse_and_score(method, stem, sources, imgs.get("GT"), band)
                 if out is not None and save_images:
                     # the image before its row: a row in per_image.csv means its image is on disk
                     write_image(fused_path(out, method.name, stem), fused)
@@ -239,6 +218,46 @@ def evaluate_folder(folder: str | Path, methods: Sequence[Method], out_dir: str 
     if out is not None:
         _write_text(out / "summary.md", summary_markdown(rows, folder))
     return rows
+
+
+def _check_methods(methods: Sequence[Method], limit: int | None) -> None:
+    """Refuse two methods of one name (their rows and images would mix) and a ``limit`` below 1."""
+    names = [m.name for m in methods]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"two methods share the name {dup[0]!r}; give them different names (e.g. rename "
+                         "the checkpoint files or their run folders)")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
+        raise ValueError(f"limit must be a whole number ≥ 1 (or None for every image), got {limit!r}")
+
+
+def _open_row_log(csv_path: Path, folder: str | Path, has_gt: bool, resume: bool) -> tuple[_RowLog, list[dict]]:
+    """``per_image.csv`` opened for the rows to come, and the rows it already holds (``resume``; else
+    none: the file starts afresh). Its columns: the metrics the folder allows, and any it had."""
+    columns = ["image", "method", "QMI", "QG", "Qabf", "QP", "QE", "MS-SSIM", "SGF"]
+    if has_gt:
+        columns += ["PSNR", "SSIM"] + (["PSNR-band", "SSIM-band"] if (Path(folder) / "band").is_dir() else [])
+    columns.append("seconds")
+    written: list[dict] = []
+    if resume and csv_path.is_file():
+        old_columns, written = read_rows(csv_path)
+        columns = old_columns + [c for c in columns if c not in old_columns] if old_columns else columns
+    return _RowLog(csv_path, columns, written), written
+
+
+def _fuse_and_score(method: Method, stem: str, sources: list[np.ndarray], gt: np.ndarray | None,
+                    band: np.ndarray | None) -> tuple[dict, np.ndarray]:
+    """``(row, fused)``: the scores of ``method``'s fusion of ``sources`` (its first two are scored,
+    against ``gt`` and inside ``band`` when given) and the seconds it took."""
+    t0 = time.perf_counter()
+    fused = method.fuse(sources)
+    seconds = time.perf_counter() - t0
+    row = {"image": stem, "method": method.name}
+    row.update(score_triple(sources[0], sources[1], fused, gt=gt))
+    if band is not None and gt is not None:
+        row.update(band_scores(fused, gt, band))
+    row["seconds"] = seconds
+    return row, fused
 
 
 def summary_markdown(rows: ScoreRows, folder: str | Path) -> str:
@@ -315,6 +334,28 @@ def leaderboard(ours: dict[str, dict[str, float]], reference_csv: str | Path | N
     return sorted(board, key=lambda r: -r["QMI"])
 
 
+def render_table(headers: Sequence[str], cells: Sequence[Sequence[str]], align: str | None = None) -> str:
+    """The one Markdown table renderer: the header row, the alignment row (``align``: one of ``l``, ``r``,
+    ``c`` per column; ``None``: plain ``---``) and a line per row of ``cells`` (text already)."""
+    marks = {"l": ":---", "r": "---:", "c": ":---:"}
+    rule = "|" + "|".join(marks[a] for a in align) + "|" if align else "|" + "---|" * len(headers)
+    lines = ["| " + " | ".join(headers) + " |", rule]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    return "\n".join(lines)
+
+
+def _metric_cell(column: str, v, digits: int) -> str:
+    """A value of a metric table: ``digits`` decimals (2 for PSNR and seconds), ``–`` for NaN."""
+    if not isinstance(v, float):
+        return str(v)
+    places = 2 if column in ("PSNR", "seconds") else digits
+    if math.isnan(v):
+        return "–"
+    if v != 0 and abs(v) < 0.5 * 10.0 ** -places:  # would print as 0.00…: keep its size visible
+        return f"{v:.2e}"
+    return f"{v:.{places}f}"
+
+
 def markdown_table(table: dict[str, dict[str, float]] | list[dict], title: str = "", digits: int = 4) -> str:
     """A markdown table from ``mean_table`` output or from ``leaderboard`` rows."""
     if isinstance(table, dict):
@@ -322,24 +363,9 @@ def markdown_table(table: dict[str, dict[str, float]] | list[dict], title: str =
     else:
         rows = list(table)
     cols = list(dict.fromkeys(k for r in rows for k in r))
-    lines = [f"### {title}", ""] if title else []
-    lines.append("| " + " | ".join(cols) + " |")
-    lines.append("|" + "---|" * len(cols))
-    for r in rows:
-        cells = []
-        for c in cols:
-            v = r.get(c, "")
-            if isinstance(v, float):
-                places = 2 if c in ("PSNR", "seconds") else digits
-                if math.isnan(v):
-                    v = "–"
-                elif v != 0 and abs(v) < 0.5 * 10.0 ** -places:  # would print as 0.00…: keep its size visible
-                    v = f"{v:.2e}"
-                else:
-                    v = f"{v:.{places}f}"
-            cells.append(str(v))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    cells = [[_metric_cell(c, r.get(c, ""), digits) for c in cols] for r in rows]
+    head = [f"### {title}", ""] if title else []
+    return "\n".join(head + [render_table(cols, cells)]) + "\n"
 
 
 def fusion_equivariance_maps(fm, y_a, y_b, ks: Sequence[int] = (1, 2, 3), steps: int | None = None,

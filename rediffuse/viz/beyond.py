@@ -13,7 +13,7 @@ from matplotlib.lines import Line2D
 
 from ..data import tensor_to_image
 from ..fewstep import CURVE_METRICS, ClampRun
-from .common import live_figure
+from .common import grey_panel, live_figure
 
 
 def _integer_log_ticks(ax, values, axis: str = "x") -> None:
@@ -94,12 +94,6 @@ def grouped_bars(table: dict[str, dict[str, dict[str, float]]], metric: str, tit
     return fig
 
 
-def _grey(ax, img: torch.Tensor, title: str) -> None:
-    ax.imshow(img.detach().float().cpu().reshape(img.shape[-2:]).clamp(-1, 1).numpy(), cmap="gray", vmin=-1, vmax=1)
-    ax.set_title(title, fontsize=8)
-    ax.set_xticks([]), ax.set_yticks([])
-
-
 def plot_clamp_effect(runs: Sequence[ClampRun], T: int | None = None):
     """:func:`rediffuse.fewstep.clamp_effect` runs of one image. Left: the fraction of x̂0 values outside
     [−1, 1] at each visited timestep (solid: with the clamp, where it acts; dashed: without it, as
@@ -124,8 +118,9 @@ def plot_clamp_effect(runs: Sequence[ClampRun], T: int | None = None):
     on = next(r for r in runs if r.steps == k and r.clip)
     off = next(r for r in runs if r.steps == k and not r.clip)
     for j, r in enumerate((on, off), start=1):
-        _grey(fig.add_subplot(grid[j]), r.fused, f"{'clamp (official code)' if r.clip else 'no clamp (Eq. 6)'}, {k} steps\n"
-              f"range [{float(r.fused.min()):.3g}, {float(r.fused.max()):.3g}], {r.psnr:.1f} dB")
+        title = (f"{'clamp (official code)' if r.clip else 'no clamp (Eq. 6)'}, {k} steps\n"
+                 f"range [{float(r.fused.min()):.3g}, {float(r.fused.max()):.3g}], {r.psnr:.1f} dB")
+        grey_panel(fig.add_subplot(grid[j]), r.fused, title)
     diff = np.abs(tensor_to_image(on.fused).astype(float) - tensor_to_image(off.fused))
     axd = fig.add_subplot(grid[3])
     im = axd.imshow(diff, cmap="magma", vmin=0, vmax=max(float(diff.max()), 1.0))
@@ -157,7 +152,7 @@ def draw_steps(models: dict, cond: torch.Tensor, k: int, reference_steps: int, *
                              layout="constrained")
     im = None
     for j, name in enumerate(models):
-        _grey(axes[0, j], fused(name, k), f"{name}\n{k} step{'s' if k > 1 else ''}")
+        grey_panel(axes[0, j], fused(name, k), f"{name}\n{k} step{'s' if k > 1 else ''}")
         im = axes[1, j].imshow(diffs[name], cmap="magma", vmin=0, vmax=vmax)
         axes[1, j].set_title(f"|{k} − {reference_steps} steps|, max {diffs[name].max():.0f}", fontsize=8)
         axes[1, j].set_xticks([]), axes[1, j].set_yticks([])

@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from ..atomic import write_bytes
+from ..evaluate import render_table
 
 
 def fmt(x, digits: int = 3) -> str:
@@ -31,14 +32,19 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence], align: str 
                    digits: int = 3) -> str:
     """A Markdown table (``IPython.display.Markdown(markdown_table(...))``); numbers go through ``fmt``
     with ``digits`` significant figures. ``align``: one of ``l``/``r``/``c`` per column (default: first
-    left, the rest right)."""
+    left, the rest right). Rendered by :func:`rediffuse.evaluate.render_table`."""
     align = align or ("l" + "r" * (len(headers) - 1))
-    marks = {"l": ":---", "r": "---:", "c": ":---:"}
     cell = lambda v: fmt(v, digits) if isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool) \
         else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(marks[a] for a in align) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
+    return render_table(headers, [[cell(v) for v in row] for row in rows], align)
+
+
+def grey_panel(ax, img, title: str) -> None:
+    """Show an image ``[1, H, W]`` or ``[H, W]`` (a tensor) in [-1, 1] on ``ax`` in grey, titled, without
+    ticks (values outside [-1, 1] clipped for display)."""
+    ax.imshow(img.detach().float().cpu().reshape(img.shape[-2:]).clamp(-1, 1).numpy(), cmap="gray", vmin=-1, vmax=1)
+    ax.set_title(title, fontsize=8)
+    ax.set_xticks([]), ax.set_yticks([])
 
 
 def save_figure(fig, output_dir: str | Path | None, name: str, dpi: int = 110) -> Path | None:

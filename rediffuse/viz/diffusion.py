@@ -14,7 +14,7 @@ import torch
 from ..diffusion import NoiseSchedule, Trajectory, predict_x0_eps, q_sample
 from ..layers import Resample
 from ..unet import ResBlock
-from .common import live_figure
+from .common import grey_panel, live_figure
 
 
 def plot_schedules(schedules: dict[str, NoiseSchedule]):
@@ -81,22 +81,15 @@ def unet_shapes(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor) -> lis
     return rows
 
 
-def _grey(ax, img: torch.Tensor, title: str) -> None:
-    """An image ``[1, H, W]`` or ``[H, W]`` in [-1, 1] (values outside clipped for display)."""
-    ax.imshow(img.detach().float().cpu().reshape(img.shape[-2:]).clamp(-1, 1).numpy(), cmap="gray", vmin=-1, vmax=1)
-    ax.set_title(title, fontsize=8)
-    ax.set_xticks([]), ax.set_yticks([])
-
-
 def plot_trajectory(traj: Trajectory, schedule: NoiseSchedule, title: str = ""):
     """The kept steps of a sampling run (:class:`rediffuse.diffusion.Trajectory`): x_t on top, the x̂0
     the update used below, left to right from noise to image; the last column is the result."""
     n = len(traj.kept)
     fig, axes = plt.subplots(2, n + 1, figsize=(1.8 * (n + 1), 4.3), squeeze=False, layout="constrained")
     for j, t in enumerate(traj.kept):
-        _grey(axes[0, j], traj.x_t[j][0], f"x_t, t = {t}\nᾱ_t = {schedule.alpha_bar(t):.2g}")
-        _grey(axes[1, j], traj.x0_hat[j][0], f"x̂0 at t = {t}")
-    _grey(axes[0, n], traj.final[0], "result")
+        grey_panel(axes[0, j], traj.x_t[j][0], f"x_t, t = {t}\nᾱ_t = {schedule.alpha_bar(t):.2g}")
+        grey_panel(axes[1, j], traj.x0_hat[j][0], f"x̂0 at t = {t}")
+    grey_panel(axes[0, n], traj.final[0], "result")
     axes[1, n].axis("off")
     axes[0, 0].set_ylabel("state x_t", fontsize=8)
     axes[1, 0].set_ylabel("estimate x̂0", fontsize=8)
@@ -146,11 +139,11 @@ def plot_fusion_errors(gt: torch.Tensor, fused: dict[str, torch.Tensor], titles:
     n = len(names) + 1
     h, w = gt.shape[-2:]
     fig, axes = plt.subplots(2, n, figsize=(2.3 * n + 0.9, 2 * 2.3 * h / w + 0.8), squeeze=False, layout="constrained")
-    _grey(axes[0, 0], gt, "ground truth")
+    grey_panel(axes[0, 0], gt, "ground truth")
     axes[1, 0].axis("off")
     im = None
     for j, k in enumerate(names, start=1):
-        _grey(axes[0, j], fused[k], f"{k}\n{(titles or {}).get(k, '')}".strip())
+        grey_panel(axes[0, j], fused[k], f"{k}\n{(titles or {}).get(k, '')}".strip())
         im = axes[1, j].imshow(err[k], cmap="magma", vmin=0, vmax=vmax)
         axes[1, j].set_title(f"|error|, max {err[k].max():.0f}", fontsize=8)
         axes[1, j].set_xticks([]), axes[1, j].set_yticks([])
@@ -167,15 +160,15 @@ def draw_noise_level(models: dict[str, tuple[Callable, str]], x0: torch.Tensor, 
     t = int(t)
     x_t = q_sample(x0, t, noise, schedule)
     fig, axes = plt.subplots(1, len(models) + 2, figsize=(2.3 * (len(models) + 2), 2.7), squeeze=False)
-    _grey(axes[0, 0], x_t[0], f"x_t, t = {t}\n√ᾱ_t = {schedule.alpha_bar(t) ** 0.5:.3f}")
+    grey_panel(axes[0, 0], x_t[0], f"x_t, t = {t}\n√ᾱ_t = {schedule.alpha_bar(t) ** 0.5:.3f}")
     scores = {}
     with torch.no_grad():
         for j, (name, (model, prediction)) in enumerate(models.items(), start=1):
             out = model(x_t, schedule.timesteps[t].repeat(x0.shape[0]).to(x0.device), cond)
             x0_hat, _ = predict_x0_eps(out, x_t, t, schedule, prediction, clip=True, cond=cond)
             scores[name] = float(psnr_of_mse(float(((x0_hat - x0) ** 2).mean())))
-            _grey(axes[0, j], x0_hat[0], f"x̂0: {name}\n{scores[name]:.1f} dB")
-    _grey(axes[0, -1], x0[0], "ground truth x0")
+            grey_panel(axes[0, j], x0_hat[0], f"x̂0: {name}\n{scores[name]:.1f} dB")
+    grey_panel(axes[0, -1], x0[0], "ground truth x0")
     fig.tight_layout()
     return fig, scores
 
