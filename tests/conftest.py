@@ -34,6 +34,24 @@ def tiny_checkpoint(tmp_path_factory):
     return out / "last.pt"
 
 
+@pytest.fixture(scope="module")
+def tiny(tiny_checkpoint):
+    """A ``FusionModel`` of ``tiny_checkpoint`` (one per test module)."""
+    from rediffuse.fuse import FusionModel
+
+    return FusionModel(tiny_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    """The shipped default model as a ``FusionModel``; skips the test where the weights are absent."""
+    from rediffuse.fuse import DEFAULT_CHECKPOINT, FusionModel
+
+    if not DEFAULT_CHECKPOINT.is_file():
+        pytest.skip("the shipped weight-map model is not there")
+    return FusionModel(DEFAULT_CHECKPOINT)
+
+
 def numbers_in(obj):
     """Every number in a nested results structure (dicts, lists; booleans skipped)."""
     if isinstance(obj, bool):

@@ -19,18 +19,6 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_checkpoint):
-    return FusionModel(tiny_checkpoint)
-
-
-@pytest.fixture(scope="module")
-def shipped():
-    if not DEFAULT_CHECKPOINT.is_file():
-        pytest.skip("the shipped weight-map model is not there")
-    return FusionModel(DEFAULT_CHECKPOINT)
-
-
-@pytest.fixture(scope="module")
 def eps_model(tmp_path_factory):
     torch.manual_seed(0)
     net = ReDiffuseUNet(base=8, mults=(1,), groups=2)

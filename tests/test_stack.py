@@ -12,25 +12,13 @@ from rediffuse import cli
 from rediffuse.align import ALIGN_MODES, grid_rms
 from rediffuse.fuse import COLOUR_MODES
 from rediffuse.data import tensor_to_image
-from rediffuse.fuse import DEFAULT_CHECKPOINT, FusionModel, fuse
+from rediffuse.fuse import FusionModel, fuse
 from rediffuse.metrics import psnr
 from rediffuse.train import save_checkpoint
 from rediffuse.unet import ReDiffuseUNet
 from stacks import misaligned_stack
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_checkpoint):
-    return FusionModel(tiny_checkpoint)
-
-
-@pytest.fixture(scope="module")
-def shipped():
-    if not DEFAULT_CHECKPOINT.is_file():
-        pytest.skip("the shipped weight-map model is not there")
-    return FusionModel(DEFAULT_CHECKPOINT)
 
 
 def _stack(n, shape=(40, 36), seed=0):
