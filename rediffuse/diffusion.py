@@ -29,6 +29,7 @@ Conventions
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Callable, NamedTuple, Protocol, Sequence
 
 import torch
@@ -49,6 +50,7 @@ __all__ = [
     "PREDICTIONS",
     "weight_map",
     "sampling_timesteps",
+    "check_timesteps",
     "posterior_coefficients",
     "ddim_coefficients",
     "posterior_mean_step",
@@ -403,14 +405,33 @@ def image_gradient_l1(pred: Tensor, target: Tensor, weight: Tensor | None = None
 
 def sampling_timesteps(T: int, steps: int | None = None) -> list[int]:
     """Decreasing timesteps the samplers visit: ``steps`` values evenly spaced from T−1 down to 0
-    (rounded; steps=1 gives [T−1], steps=T gives every step). The step after the last is −1."""
-    steps = T if steps is None else int(steps)
-    if not 1 <= steps <= T:
-        raise ValueError(f"steps must be in [1, {T}], got {steps}")
+    (rounded; steps=1 gives [T−1], steps=T gives every step). The step after the last is −1.
+
+    The one place a number of steps is validated and converted (``FusionModel.settings`` stores the
+    result; the samplers take it as ``timesteps``)."""
+    if steps is None:
+        steps = T
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or not 1 <= steps <= T:
+        raise ValueError(f"steps must be a whole number from 1 to {T} (the model's T), got {steps!r}")
+    steps = int(steps)
     if steps == 1:
         return [T - 1]
     # spacing (T−1)/(steps−1) ≥ 1, so rounding keeps the values distinct
     return [int(round((T - 1) * (1 - k / (steps - 1)))) for k in range(steps)]
+
+
+def check_timesteps(schedule: "NoiseSchedule", timesteps: Sequence[int]) -> list[int]:
+    """``timesteps`` as a list of ints, checked: strictly decreasing, within ``[0, schedule.T)``."""
+    ts = [int(t) for t in timesteps]
+    if not ts or any(a <= b for a, b in zip(ts, ts[1:])) or ts[-1] < 0 or ts[0] >= schedule.T:
+        raise ValueError(f"timesteps must decrease within [0, {schedule.T}), got {list(timesteps)}")
+    return ts
+
+
+def _visit(schedule: "NoiseSchedule", steps: int | None, timesteps: Sequence[int] | None) -> list[int]:
+    """What a sampler visits: ``timesteps`` when given (computed once by the caller, as diffusers'
+    ``set_timesteps`` does), else ``steps`` spread by :func:`sampling_timesteps`."""
+    return sampling_timesteps(schedule.T, steps) if timesteps is None else check_timesteps(schedule, timesteps)
 
 
 def posterior_coefficients(schedule: NoiseSchedule, t: int, t_prev: int | None = None):
@@ -538,19 +559,21 @@ def posterior_mean_sampler(
     x_T: Tensor | None = None,
     grad: bool = False,
     on_step: StepFn | None = None,
+    timesteps: Sequence[int] | None = None,
 ) -> Tensor:
     """ReDiffuse/FusionDiff sampling (paper Eq. 6): from x_T ~ N(0, I), at each t predict x̂0, clamp it
     to [−1, 1] (``clip``, the official code's default; ``clip=False`` is Eq. 6 as printed), optionally
     ``correct(x̂0, t)``, and move to the posterior mean of q(x_{t_prev} | x_t, x̂0) with no noise.
     ``steps=None`` visits all T steps; fewer steps use the strided timesteps of
-    :func:`sampling_timesteps` with respaced β's. Returns x̂0 of the last step, [B, C, H, W].
+    :func:`sampling_timesteps` with respaced β's; ``timesteps`` (decreasing) gives them directly and
+    then ``steps`` is not used. Returns x̂0 of the last step, [B, C, H, W].
     The generator is used only for x_T; ``on_step`` sees every step (:class:`SamplerStep`)."""
 
     def update(x, x0_hat, eps_hat, t, t_prev, gen):
         return posterior_mean_step(x, x0_hat, schedule, t, t_prev)
 
     return _sample_loop(
-        model, cond, shape, schedule, sampling_timesteps(schedule.T, steps), update,
+        model, cond, shape, schedule, _visit(schedule, steps, timesteps), update,
         generator=generator, clip=clip, progress=progress, prediction=prediction,
         correct=correct, x_T=x_T, grad=grad, on_step=on_step,
     )
@@ -572,6 +595,7 @@ def ddim_sampler(
     x_T: Tensor | None = None,
     grad: bool = False,
     on_step: StepFn | None = None,
+    timesteps: Sequence[int] | None = None,
 ) -> Tensor:
     """Generalised DDIM over ``steps`` evenly spaced timesteps T−1 … 0 (any 1 ≤ steps ≤ T).
     η = 0 is deterministic given x_T; η > 0 draws z each step from ``generator``. ``clip`` and
@@ -583,7 +607,7 @@ def ddim_sampler(
         return ddim_step(x0_hat, eps_hat, schedule, t, t_prev, eta, z)
 
     return _sample_loop(
-        model, cond, shape, schedule, sampling_timesteps(schedule.T, steps), update,
+        model, cond, shape, schedule, _visit(schedule, steps, timesteps), update,
         generator=generator, clip=clip, progress=progress, prediction=prediction,
         correct=correct, x_T=x_T, grad=grad, on_step=on_step,
     )
@@ -604,13 +628,14 @@ def x0_regression_sampler(
     x_T: Tensor | None = None,
     grad: bool = False,
     on_step: StepFn | None = None,
+    timesteps: Sequence[int] | None = None,
 ) -> Tensor:
     """DRFusion-style few-step sampling: the model regresses x̂0 directly, ``correct`` (e.g. a
     range–null-space projection and the fusion constraint) is applied to x̂0, and the state is
     re-noised deterministically, z_{t−1} = √ᾱ_{t−1} x̂0 + √(1−ᾱ_{t−1}) ε̂ (DDIM, η = 0)."""
     return ddim_sampler(
         model, cond, shape, schedule, steps, generator, clip, progress,
-        eta=0.0, prediction=prediction, correct=correct, x_T=x_T, grad=grad, on_step=on_step,
+        eta=0.0, prediction=prediction, correct=correct, x_T=x_T, grad=grad, on_step=on_step, timesteps=timesteps,
     )
 
 

@@ -26,11 +26,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import FusionFolder, center_crop, image_to_tensor, tensor_to_image
-from .diffusion import Trajectory, get_sampler
+from .diffusion import Trajectory
 from .fuse import fuse
 from .metrics import evaluate as score_triple
 from .metrics import psnr, ssim
-from .runtime import exact_precision
 
 __all__ = ["CURVE_STEPS", "curve_settings", "center_crop", "quality_cost_curve", "curve_table",
            "best_few_step", "CURVE_METRICS", "ClampRun", "clamp_effect", "clamp_table"]
@@ -151,10 +150,9 @@ def clamp_effect(fm, folder: str | Path, steps: Sequence[int], *, stems: Sequenc
     """Fuse each pair of ``folder`` (it needs ``GT/``) at each step count with and without the x̂0 clamp,
     both from the same x_T.
 
-    ``fm``: a :class:`~rediffuse.fuse.FusionModel`; its ``settings(sampler, k, clip=...)`` are run by the
-    library sampler on ``fm.model`` directly, which gives the same numbers as :meth:`FusionModel.sample`
-    for one whole image of at least ``min_size`` (tests/test_sampler_clamp.py) and lets a
-    :class:`~rediffuse.diffusion.Trajectory` watch every step. ``crop``: central crop side.
+    ``fm``: a :class:`~rediffuse.fusion_model.FusionModel`; its ``settings(sampler, k, clip=...)`` are run
+    by :meth:`FusionModel.sample`, the one sampling path, with a :class:`~rediffuse.diffusion.Trajectory`
+    watching every step (``on_step``). ``crop``: central crop side.
     Returns runs in the order image, steps, clip (True first).
     """
     ds = FusionFolder(folder, stems=stems)
@@ -175,9 +173,7 @@ def clamp_effect(fm, folder: str | Path, steps: Sequence[int], *, stems: Sequenc
                 st = fm.settings(sampler, int(k), tile=0, seed=seed, clip=clip)
                 traj = Trajectory(keep=1, steps=st.steps)  # every step's scalars, the first step's tensors
                 t0 = time.perf_counter()
-                with exact_precision():
-                    out = get_sampler(st.sampler)(fm.model, cond, shape, fm.schedule, st.steps, x_T=x_T,
-                                                  clip=st.clip, prediction=fm.prediction, on_step=traj)
+                out = fm.sample(cond, st, x_T=x_T, on_step=traj)
                 seconds = time.perf_counter() - t0
                 y = out[0].float().cpu()
                 img = tensor_to_image(y)

@@ -72,7 +72,7 @@ def _open(path: Path) -> Image.Image:
         return Image.open(path)
     except Image.DecompressionBombError as e:  # an Exception of its own: it would surface as a traceback
         raise ValueError(f"cannot read {path}: {e.args[0].split(', could be')[0].lower()} (Pillow's guard against "
-                         "decompression bombs); fuse a smaller copy, or raise the limit with --max-pixels") from None
+                         "decompression bombs); fuse a smaller copy, or raise the limit with max_pixels=N") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"cannot read {path} as an image ({type(e).__name__}: {e})") from None
 

@@ -38,7 +38,7 @@ from .degradations import (
     fusion_constraint,
     range_null_correction,
 )
-from .diffusion import make_ddnm_correction, sampling_timesteps, weight_map
+from .diffusion import make_ddnm_correction, weight_map
 from .metrics import psnr, ssim
 
 __all__ = ["DegradationSetting", "DEGRADATION_SETTINGS", "FUSE_MODES", "naive_upsample", "classical_restore",
@@ -150,7 +150,7 @@ def fuse_degraded(fm, y_a: Tensor, y_b: Tensor, setting: DegradationSetting, mod
         x_a, x_b = (range_null_correction(x0, y, setting.op, lam) for y in ys)
         return fusion_constraint(x_a, x_b, last["w"])
 
-    correct = make_ddnm_correction(project, fm.schedule, sampling_timesteps(fm.schedule.T, st.steps), setting.sigma_y)
+    correct = make_ddnm_correction(project, fm.schedule, st.timesteps, setting.sigma_y)
     return fm.sample(torch.cat([r_a, r_b], 1), st, correct=correct, observe=keep_weights).clamp(-1, 1)
 
 

@@ -17,7 +17,7 @@ def resolve_device(device: str = "auto") -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("CUDA was requested but this PyTorch build sees no GPU; use --device cpu")
+        raise RuntimeError("CUDA was requested but this PyTorch build sees no GPU; use device=cpu")
     if device != "cpu" and not device.startswith("cuda"):
         raise ValueError(f"unknown device {device!r}; use auto, cpu or cuda")
     return device

@@ -46,7 +46,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .align import (ALIGN_MODES, AUTO_RESIDUAL, AUTO_THRESHOLD_PX, CHECK_SIDE, MAX_SIDE, Pyramid, Registration,
+from .align import (AUTO_RESIDUAL, AUTO_THRESHOLD_PX, CHECK_SIDE, MAX_SIDE, Pyramid, Registration,
                     RegistrationError, displacement, luma, register, warp, warp_residual)
 from .atomic import LOGIT_PREFIX, disk_full, remove_stale_temps
 from .data import image_to_tensor, rgb_to_ycbcr
@@ -56,7 +56,7 @@ from .orientation import turn
 
 __all__ = ["FrameReader", "StackInfo", "OnlineSoftmax", "accumulate", "fuse_softmax", "fuse_fold", "check_sizes",
            "check_pixels", "default_max_pixels", "machine_memory", "FUSION_BYTES_PER_PIXEL",
-           "write_depth_map", "write_weight_maps", "logit_store", "TAU", "STRIP_ROWS"]
+           "write_depth_map", "write_weight_maps", "logit_store", "TAU", "STRIP_ROWS", "strips"]
 
 #: Temperature of the softmax over the frames' logits: τ = 2 makes the N = 2 case σ((l_A − l_B) / 2).
 TAU = 2.0
@@ -70,7 +70,8 @@ _OUTSIDE = np.float32(-1e30)
 Loader = Callable[[int], "tuple[np.ndarray, int]"]
 
 
-def _strips(height: int, rows: int = STRIP_ROWS):
+def strips(height: int, rows: int = STRIP_ROWS):
+    """Row slices of at most ``rows`` covering ``height``: whole-image work done piecewise."""
     for r in range(0, height, rows):
         yield slice(r, min(r + rows, height))
 
@@ -141,10 +142,9 @@ def check_pixels(frames: Sequence, names: Sequence[str], max_pixels: int | None 
         if default:
             why = f"more than this machine's {_gb(machine_memory() or 0)} of memory can fuse ({limit / 1e6:.3g} MP)"
         else:
-            why = f"more than --max-pixels {limit} allows"
+            why = f"more than max_pixels={limit} allows"
         raise ValueError(f"{name} is {w}×{h} pixels ({w * h / 1e6:.3g} MP), {why}: fusing it needs about {need} "
-                         "of memory; fuse a smaller copy, or raise the limit with --max-pixels (max_pixels in "
-                         "Python) where that memory is there")
+                         "of memory; fuse a smaller copy, or raise the limit with max_pixels=N where that memory is there")
 
 
 @dataclass
@@ -164,12 +164,9 @@ class StackInfo:
 class FrameReader:
     """The frames of a stack, read one at a time with ``load(i) -> (array, bits)`` (``uint8`` or
     float32 0–255, ``[H, W]`` or ``[H, W, 3]``) and, once registered, resampled onto the grid of
-    frame ``reference``. ``names`` label the frames in messages."""
+    frame ``reference`` (an index checked by ``fuse.FuseOptions``). ``names`` label the frames in messages."""
 
     def __init__(self, load: Loader, names: Sequence[str], reference: int = 0):
-        if not 0 <= reference < len(names):
-            raise ValueError(f"reference must name one of the {len(names)} images (0 to {len(names) - 1} "
-                             f"in Python, 1 to {len(names)} on the command line), got {reference}")
         self.load, self.names, self.reference = load, list(names), reference
         self.n = len(self.names)
         self.registrations: list[Registration] | None = None
@@ -185,11 +182,10 @@ class FrameReader:
     def survey(self, align: str = "none", min_side: int = 8,
                log: Callable[[str], None] | None = None) -> StackInfo:
         """Read every frame once: check their sizes, note colour and bit depth, and register them as
-        ``align`` says (see ``rediffuse.align.ALIGN_MODES``). ``"auto"`` registers on a small pyramid
+        ``align`` says (a name of ``rediffuse.align.ALIGN_MODES``, checked by ``fuse.FuseOptions``).
+        ``"auto"`` registers on a small pyramid
         level first and registers the whole stack (similarity) only when a frame is measurably
         misaligned (more than ``AUTO_THRESHOLD_PX``); each decision is one line to ``log``."""
-        if align not in ALIGN_MODES:
-            raise ValueError(f"align must be one of {', '.join(ALIGN_MODES)}, got {align!r}")
         say = log or (lambda msg: None)
         order = [self.reference] + [i for i in range(self.n) if i != self.reference]
         sizes: list[tuple[int, int] | None] = [None] * self.n
@@ -228,7 +224,7 @@ class FrameReader:
             if align != "auto":
                 raise failure
             msg = (f"could not check whether the frames are aligned ({getattr(failure, 'short', failure)}); "
-                   "fused as they are (--align similarity forces registration, --align none skips the check)")
+                   "fused as they are (align=similarity forces registration, align=none skips the check)")
             warnings.warn(msg, stacklevel=3)
             info.notes.append(msg)
             return info
@@ -242,7 +238,7 @@ class FrameReader:
                 say(f"frames aligned ({move}): fused as they are")
                 return info
             say(f"frames misaligned by up to {info.largest_move_px:.1f} px ({self.names[worst]}): registering "
-                f"every frame to {self.names[self.reference]} (similarity; --align none fuses them as they are)")
+                f"every frame to {self.names[self.reference]} (similarity; align=none fuses them as they are)")
             regs = self._refine(regs, "similarity")
             info.largest_move_px = max(displacement(r.matrix, (h, w)) for r in regs)
         else:
@@ -265,8 +261,8 @@ class FrameReader:
                     pass
             err = RegistrationError(
                 f"{self.names[i]} cannot be registered to {self.names[self.reference]} ({motion}): {e}; check that "
-                f"it belongs to this stack, pick a reference focused mid-stack (--reference K), or fuse "
-                f"the frames as they are (--align none)")
+                f"it belongs to this stack, pick a reference focused mid-stack (reference=K), or fuse "
+                f"the frames as they are (align=none)")
             err.short = f"{self.names[i]}: {e}"  # type: ignore[attr-defined]
             err.reason = str(e)  # type: ignore[attr-defined]
             raise err from None
@@ -283,12 +279,12 @@ class FrameReader:
             other = self.names[1 - self.reference]
             short = f"{other} and {ref} do not match: {reason}"
             msg = (f"{other} cannot be registered to {ref} ({motion}): {reason}; check that both belong to one "
-                   "stack, or fuse them as they are (--align none)")
+                   "stack, or fuse them as they are (align=none)")
         else:
             short = f"no frame matches the reference {ref}: {reason}"
             msg = (f"no frame can be registered to the reference {ref} ({motion}): {reason}; check that {ref} "
-                   "belongs to this stack, pick another reference (--reference K), or fuse the frames as they "
-                   "are (--align none)")
+                   "belongs to this stack, pick another reference (reference=K), or fuse the frames as they "
+                   "are (align=none)")
         err = RegistrationError(msg)
         err.short = short  # type: ignore[attr-defined]
         return err
@@ -330,7 +326,7 @@ def accumulate(frames: FrameReader, info: StackInfo, *, channels: int, frame_sum
         if frame_sum:
             total += image_to_tensor(a, y_only=channels == 1).numpy()
         if chroma and a.ndim == 3:
-            for s in _strips(h):
+            for s in strips(h):
                 c = np.moveaxis(rgb_to_ycbcr(a[s])[..., 1:], -1, 0)
                 wgt = np.abs(c - 128.0)
                 if valid is not None:
@@ -372,7 +368,7 @@ class OnlineSoftmax:
         temporaries small (a 24-MP frame would otherwise need several full-size float copies)."""
         with contextlib.ExitStack() as files:
             kept = files.enter_context(open(self.keep / f"{i}.f32", "wb")) if self.keep else None
-            for s in _strips(self.shape[1]):
+            for s in strips(self.shape[1]):
                 z = np.asarray(logit[:, s], np.float32) * np.float32(scale)
                 if valid is not None:
                     z = np.where(valid[None, s], z, _OUTSIDE)
@@ -402,7 +398,7 @@ class OnlineSoftmax:
             reason = "the disk is full" if disk_full(e) else (e.strerror or str(e))
             err = OSError(f"cannot write {f.name}, the scratch file of a weight map: {reason}; the weight maps of "
                           f"{self.n} frames need about {self.n * 4 * int(np.prod(self.shape)) / 1e6:.3g} MB of scratch "
-                          f"space in {folder}: free some there or name another --save-weights folder")
+                          f"space in {folder}: free some there or name another folder with save_weights=DIR")
             err.errno = e.errno
             raise err from None
 
@@ -415,7 +411,7 @@ class OnlineSoftmax:
         c, h, w = self.shape
         out = np.empty((h, w), np.float32)
         with open(self.keep / f"{i}.f32", "rb") as f:
-            for s in _strips(h):
+            for s in strips(h):
                 z = np.fromfile(f, np.float32, c * (s.stop - s.start) * w).reshape(c, -1, w)
                 out[s] = (np.exp(z - self.m[:, s]) / self.d[:, s]).mean(0)
         return out
@@ -437,7 +433,7 @@ def fuse_softmax(frames: FrameReader, logit: Callable[[torch.Tensor, torch.Tenso
         del a
         rest = np.empty(y.shape, np.float32)
         yn = y.numpy()
-        for s in _strips(y.shape[1]):  # the mean of the other frames, without a float64 copy of the frame
+        for s in strips(y.shape[1]):  # the mean of the other frames, without a float64 copy of the frame
             rest[:, s] = (total[:, s] - yn[:, s]) / (n - 1)
         out = logit(y[None], torch.from_numpy(rest)[None])[0].cpu().numpy()
         del rest

@@ -19,12 +19,12 @@ PKG = Path(__file__).resolve().parents[1] / "rediffuse"
 LAYERS: list[tuple[str, set[str]]] = [
     ("core", {"paths", "runtime", "atomic", "imageio", "groups", "weights", "orientation"}),
     ("equivariant layers", {"bases", "bconv", "layers", "equivariance"}),
-    ("models", {"unet", "diffusion", "defocus"}),
+    ("models", {"unet", "diffusion", "defocus", "tiling"}),
     ("data and metrics", {"data", "synthesis", "degradations", "metrics", "baselines", "peers", "align", "evidence"}),
     ("checkpoints", {"checkpoint"}),
-    ("pipelines", {"stack", "fuse", "train", "resources"}),
+    ("pipelines", {"stack", "fusion_model", "fuse", "train", "resources"}),
     ("studies", {"evaluate", "fewstep", "restore", "ablation", "theory", "sample_efficiency"}),
-    ("presentation", {"viz", "tutorial", "tutorial_solutions"}),
+    ("presentation", {"viz", "tutorial", "tutorial_solutions", "report"}),
     ("interface", {"cli", "__main__", ""}),  # "" = the package itself (its public API)
 ]
 # optional third-party packages: the only imports allowed inside functions of the library (traitlets,

@@ -165,7 +165,7 @@ def test_resolve_device():
 
 def test_resolve_device_cuda_without_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(RuntimeError, match="CUDA was requested but this PyTorch build sees no GPU; use --device cpu"):
+    with pytest.raises(RuntimeError, match="CUDA was requested but this PyTorch build sees no GPU; use device=cpu"):
         runtime.resolve_device("cuda:1")
 
 

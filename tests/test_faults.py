@@ -741,7 +741,7 @@ def test_full_disk_while_keeping_weight_maps_names_the_file(tmp_path):
         acc.add(0, np.zeros((1, 300, 40), np.float32))
     msg = str(e.value)
     assert e.value.errno == errno.ENOSPC and "\n" not in msg and "requested and" not in msg
-    assert f"cannot write {tmp_path / '0.f32'}" in msg and "the disk is full" in msg and "--save-weights" in msg
+    assert f"cannot write {tmp_path / '0.f32'}" in msg and "the disk is full" in msg and "save_weights=DIR" in msg
 
 
 def test_fuse_cli_save_weights_on_a_full_disk_is_one_line(tiny_checkpoint, small_disk, capsys):
@@ -852,7 +852,7 @@ def test_a_noise_reference_is_not_blamed_on_the_other_frame(tiny):
             fuse(frames, tiny, align="auto", names=names)
         msg = str(rec[0].message)
         assert expected in msg, msg
-    with pytest.raises(ValueError, match=r"no frame can be registered to the reference noise\.png .*--reference K"):
+    with pytest.raises(ValueError, match=r"no frame can be registered to the reference noise\.png .*reference=K"):
         fuse([noise, good[0], good[1]], tiny, align="similarity", names=["noise.png", "a.png", "b.png"])
 
 

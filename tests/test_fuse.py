@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 import rediffuse.fuse as F
+import rediffuse.weights as W
 from rediffuse.data import focus_mask, luminance, make_pair, recombine, skimage_photo
 from rediffuse.diffusion import get_schedule, predict_x0_eps
 from rediffuse.fuse import FusionModel, fuse, plan_tiles, tile_window
@@ -270,8 +271,8 @@ def test_fuse_errors(tiny_model):
 def test_checkpoint_errors(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         FusionModel(tmp_path / "nope.pt")
-    monkeypatch.setattr(F, "DEFAULT_CHECKPOINT", tmp_path / "checkpoints" / "rediffuse-weights-bconv.pt")
-    with pytest.raises(FileNotFoundError, match="default checkpoint .* not there.*--checkpoint"):
+    monkeypatch.setattr(W, "DEFAULT_CHECKPOINT", tmp_path / "checkpoints" / "rediffuse-weights-bconv.pt")
+    with pytest.raises(FileNotFoundError, match="default checkpoint .* not there.*checkpoint=PATH"):
         FusionModel()
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable rediffuse checkpoint"):
@@ -337,6 +338,6 @@ def test_shipped_models_by_name(tmp_path, monkeypatch):
     assert F.resolve_checkpoint("runs/x/last.pt") == F.Path("runs/x/last.pt")
     if F.DEFAULT_CHECKPOINT.is_file():
         assert FusionModel("weights").path == F.DEFAULT_CHECKPOINT
-    monkeypatch.setitem(F.SHIPPED_MODELS, "paper", tmp_path / "missing-eps.pt")
-    with pytest.raises(FileNotFoundError, match="shipped model 'paper'.*--checkpoint"):
+    monkeypatch.setitem(W.SHIPPED_MODELS, "paper", tmp_path / "missing-eps.pt")
+    with pytest.raises(FileNotFoundError, match="shipped model 'paper'.*checkpoint=PATH"):
         FusionModel("paper")

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 import rediffuse.fuse as F
+import rediffuse.weights as W
 from rediffuse import cli
 from rediffuse.cli import fuse as fuse_command
 from rediffuse.fuse import fuse
@@ -241,7 +242,7 @@ def test_small_images_above_the_floor_are_padded(tmp_path, capsys):
 
 
 def test_error_missing_default_checkpoint(imgs, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(F, "DEFAULT_CHECKPOINT", tmp_path / "checkpoints" / "rediffuse-weights-bconv.pt")
+    monkeypatch.setattr(W, "DEFAULT_CHECKPOINT", tmp_path / "checkpoints" / "rediffuse-weights-bconv.pt")
     expect_error(capsys, ["fuse", imgs["g1"], imgs["g2"], "-o", tmp_path / "o.png", "--device", "cpu"],
                  r"the default checkpoint .*rediffuse-weights-bconv\.pt is not there.*--checkpoint PATH")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import sys
 import warnings
 from typing import Iterable, Iterator, NoReturn
@@ -17,7 +18,7 @@ __all__ = [
     "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_INTERRUPTED", "DEVICE_CHOICES",
     "device_parent", "runtime_parent", "setup_runtime", "number_type", "nonneg_int", "pos_int", "seed_int",
     "pos_float", "nonneg_float", "probability", "run_command",
-    "UsageError", "SEED_LIMIT", "one_line_warnings", "Parser", "as_usage_error",
+    "UsageError", "SEED_LIMIT", "one_line_warnings", "Parser", "as_usage_error", "flag_words",
 ]
 
 EXIT_OK = 0
@@ -63,6 +64,25 @@ def as_usage_error(e: ValueError, flags: Iterable[str]) -> UsageError:
             msg = f"--{key.replace('_', '-')} {msg[len(key) + 1:]}"
             break
     return UsageError(msg)
+
+
+# The library's messages name its parameters as ``name=value`` (``align=none``); a command's user knows
+# them as options. These are the parameters whose option has the same name.
+_PARAMETER = re.compile(r"\b(align|reference|max_pixels|checkpoint|device|precision|save_weights|symmetric|colour|"
+                        r"steps|sampler|tile|overlap|seed|speed|depth_map|evidence_fill)=('[^']*'|[^\s,;)]+)")
+
+
+def flag_words(msg: str) -> str:
+    """A library message as the command line says it: ``align=none`` → ``--align none``,
+    ``symmetric=False`` → ``--no-symmetric``, ``colour='paper'`` → ``--colour paper``."""
+    def option(m: re.Match) -> str:
+        name, value = m.group(1), m.group(2).strip("'")
+        flag = name.replace("_", "-")
+        if value in ("True", "False"):
+            return f"--{flag}" if value == "True" else f"--no-{flag}"
+        return f"--{flag} {value}"
+
+    return _PARAMETER.sub(option, msg)
 
 
 def number_type(convert, ok, wanted: str, name: str):
@@ -122,7 +142,7 @@ def one_line_warnings(prog: str) -> Iterator[None]:
     def show(message, category, filename, lineno, file=None, line=None) -> None:
         if str(message) not in seen:
             seen.add(str(message))
-            print(f"{prog}: warning: {message}", file=sys.stderr)
+            print(f"{prog}: warning: {flag_words(str(message))}", file=sys.stderr)
 
     with warnings.catch_warnings():
         warnings.simplefilter("always")
@@ -145,5 +165,5 @@ def run_command(args: argparse.Namespace) -> int:
         if getattr(args, "debug", False):
             raise
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"rediffuse {args.command}: error: {msg}", file=sys.stderr)
+        print(f"rediffuse {args.command}: error: {flag_words(msg)}", file=sys.stderr)
         return EXIT_USAGE if isinstance(e, UsageError) else EXIT_FAILURE

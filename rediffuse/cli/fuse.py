@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .common import (UsageError, as_usage_error, nonneg_int, number_type, one_line_warnings, pos_int, runtime_parent,
+from .common import (UsageError, as_usage_error, flag_words, nonneg_int, number_type, one_line_warnings, pos_int, runtime_parent,
                      seed_int, setup_runtime)
 
 __all__ = ["add_parser", "run", "check_output_path", "check_not_an_input", "expand_inputs", "SAMPLER_NAMES",
@@ -285,7 +285,7 @@ def check_not_an_input(output: str | os.PathLike, inputs: list[str]) -> None:
 
 def _say(msg: str, quiet: bool = False) -> None:
     if not quiet:
-        print(f"{_PROG}: {msg}", file=sys.stderr)
+        print(f"{_PROG}: {flag_words(msg)}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
