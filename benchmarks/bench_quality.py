@@ -76,27 +76,30 @@ def wins(table: dict, method: str, ref: str, metrics) -> str:
     return f"{len(ok)}/{n}"
 
 
-def record_table(table: dict, metrics) -> dict:
-    """The set's table in the common record schema (``_common.table``), as :func:`markdown` prints it."""
+def record_table(table: dict, metrics, ids: dict[str, str]) -> dict:
+    """The set's table in the common record schema (``_common.table``), as :func:`markdown` prints it;
+    each row's id is the method as given on the command line (``ids``: name → spec)."""
     cols = [m for m in metrics if any(m in row for row in table.values())]
     refs = [r for r in ("gff", "enfuse") if r in table]
     columns = [("method", "method", ""), *[(m, m, ".4f") for m in cols], ("seconds", "s/pair", ".2f"),
                *[(f"ge_{r}", f"≥ {r}", "") for r in refs]]
     is_truth = "ground truth (the photo itself)"
-    rows = [{"id": "ground truth" if method == is_truth else method, "method": method,
+    rows = [{"id": "ground truth" if method == is_truth else ids.get(method, method), "method": method,
              **{m: row.get(m) for m in cols}, "seconds": None if method == is_truth else row.get("seconds"),
              **{f"ge_{r}": wins(table, method, r, [m for m in cols if m not in LOWER_BETTER]) for r in refs}}
             for method, row in table.items()]
     return _common.table(columns, rows)
 
 
-def leaderboard_table(table: dict, stems: list[str]) -> dict:
-    """Lytro's published methods and ours (``table``, without the ground-truth row), sorted by QMI."""
+def leaderboard_table(table: dict, stems: list[str], ids: dict[str, str]) -> dict:
+    """Lytro's published methods and ours (``table``, without the ground-truth row), sorted by QMI;
+    our rows' ids are the methods as given on the command line, the published ones their names."""
     from rediffuse.evaluate import LEADERBOARD_METRICS, leaderboard
 
     board = leaderboard({m: v for m, v in table.items() if not m.startswith("ground truth")}, images=stems)
     columns = [("method", "method", ""), ("source", "source", ""), *[(m, m, ".4f") for m in LEADERBOARD_METRICS]]
-    return _common.table(columns, board, row_key="method")
+    rows = [{"id": ids.get(r["method"], r["method"]) if r["source"] == "ours" else r["method"], **r} for r in board]
+    return _common.table(columns, rows)
 
 
 def markdown(name: str, table: dict, metrics) -> str:
@@ -125,6 +128,7 @@ def main() -> None:
     args = p.parse_args()
     _common.setup(args)
     methods = [make_method(m) for m in args.methods]
+    ids = {m.name: spec for m, spec in zip(methods, args.methods)}  # rows' ids in the record
     meta = _common.run_meta(args.threads)
     results: dict[str, dict] = {"methods": [m.name for m in methods], "threads": args.threads, "sets": {}}
     tables: dict[str, dict] = {}
@@ -143,9 +147,9 @@ def main() -> None:
         metrics = NO_REF + LOWER_BETTER + (("PSNR", "SSIM", "PSNR-band", "SSIM-band") if (Path(folder) / "GT").is_dir() else ())
         results["sets"][name] = {"pairs": len(stems), "stems": stems, "means": table}
         report.append(markdown(f"{name} ({results['sets'][name]['pairs']} pairs)", table, metrics))
-        tables[name] = record_table(table, metrics)
+        tables[name] = record_table(table, metrics, ids)
         if args.leaderboard and name == "Lytro":
-            tables["leaderboard"] = leaderboard_table(table, stems)
+            tables["leaderboard"] = leaderboard_table(table, stems, ids)
             report.append(markdown_table([{k: v for k, v in r.items() if k != "id"}
                                           for r in tables["leaderboard"]["rows"]]))
     text = "\n".join(report)
