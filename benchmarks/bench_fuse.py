@@ -134,7 +134,8 @@ def part_tiles(ckpt: str, tiles: list[str], steps: int | None) -> dict:
         rows.append(dict(setting=f"tile {t} ({tile} px, overlap {overlap})",
                          tiles=len(plan_tiles(1024, 1024, tile, overlap)), seconds=time.perf_counter() - t0,
                          psnr_vs_untiled=psnr(un, ti), psnr_vs_gt=psnr(ti, gt)))
-    sampler, k = fm.sampler_settings(None, steps)
+    st = fm.settings(steps=steps)
+    sampler, k = st.sampler, st.steps
     print(f"\n1024×1024 colour pair, checkpoint {fm.path} ({fm.prediction}, {sampler} {k} steps, speed quality)\n")
     print("| setting | tiles | PSNR tiled vs untiled (dB) | PSNR vs ground truth (dB) | wall (s) |")
     print("|---|---|---|---|---|")
