@@ -251,8 +251,8 @@ def _train(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     """The ``train`` command; under torchrun (WORLD_SIZE > 1) one process per GPU. The library's errors
     reach the user with the flags that set what they name."""
-    if not args.out and not args.dry_run:
-        print("rediffuse train: error: -o/--out is required (except with --dry-run)", file=sys.stderr)
+    if not args.out and (args.resume or not args.dry_run):
+        print("rediffuse train: error: -o/--out is required (except with --dry-run of a new run)", file=sys.stderr)
         return EXIT_USAGE
     try:
         return _train(args)
