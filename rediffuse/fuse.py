@@ -142,12 +142,17 @@ class FuseOptions:
         if mp is not None and not (isinstance(mp, (int, float)) and math.isfinite(mp) and mp >= 0):
             raise ValueError(f"stack_megapixels must be ≥ 0 (0: no shared budget), got {mp!r}")
 
-    def for_stack(self, n: int, fm: FusionModel) -> "FuseOptions":
-        """These options for a stack of ``n`` frames fused by ``fm``: ``reference`` checked against
-        ``n``, ``symmetric`` and ``colour`` resolved, and what the model cannot do refused."""
+    def check(self, n: int) -> "FuseOptions":
+        """These options, refused (one-line ``ValueError``) when ``reference`` is not one of ``n`` frames."""
         if not self.reference < n:
             raise ValueError(f"reference must be the index of one of the {n} images (0 to {n - 1}), "
                              f"got {self.reference!r}")
+        return self
+
+    def for_stack(self, n: int, fm: SamplingModel) -> "FuseOptions":
+        """These options for a stack of ``n`` frames fused by ``fm``: ``reference`` checked against
+        ``n``, ``symmetric`` and ``colour`` resolved, and what the model cannot do refused."""
+        self.check(n)
         weights = fm.prediction == "weights"
         if self.symmetric and not weights:
             raise ValueError(f"the order-independent fusion needs a weight-map model; {fm.path.name} predicts "

@@ -330,8 +330,9 @@ def test_fuse_cli_on_a_full_disk_is_one_line_and_leaves_nothing(tiny_checkpoint,
 def test_fuse_usage_mistakes_exit_2_with_a_clear_line(tiny_checkpoint, photos, tmp_path, capsys):
     out = tmp_path / "o.png"
     cases = [
-        (["--steps", "-1"], "expected a number ≥ 1, got -1"),
-        (["--steps", "0"], "expected a number ≥ 1, got 0"),
+        (["--steps", "-1"], "--steps must be a whole number from 1 to 50 (the model's T), got -1"),
+        (["--steps", "0"], "--steps must be a whole number from 1 to 50 (the model's T), got 0"),
+        (["--steps", "x"], "expected a whole number, got 'x'"),
         (["--seed", str(2**64)], "0 to 2**63 - 1"),
         (["--seed", "-3"], "0 to 2**63 - 1"),
     ]
@@ -765,7 +766,7 @@ def test_argparse_mistakes_are_one_line_without_the_usage_block(tiny_checkpoint,
     out = tmp_path / "o.png"
     cases = [
         (["train", "-o", tmp_path / "run", "--ckpt-every", "0"], "train", "argument --ckpt-every: expected a number"),
-        (fuse_argv(tiny_checkpoint, *photos, out=out, extra=["--steps", "-1"]), "fuse", "argument --steps"),
+        (fuse_argv(tiny_checkpoint, *photos, out=out, extra=["--steps", "x"]), "fuse", "argument --steps"),
         (fuse_argv(tiny_checkpoint, *photos, out=out, extra=["--overlap", "-1"]), "fuse", "argument --overlap"),
         (fuse_argv(tiny_checkpoint, *photos, out=out, extra=["--scale", "0"]), "fuse", "argument --scale"),
         (fuse_argv(tiny_checkpoint, *photos, out=out, extra=["--seed", str(2**64)]), "fuse", "0 to 2**63 - 1"),

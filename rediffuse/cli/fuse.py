@@ -8,13 +8,14 @@ exceptions raised here (``ValueError``, ``RuntimeError``, ``FileNotFoundError``,
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Callable
 
-from .common import (UsageError, as_usage_error, flag_words, nonneg_int, number_type, one_line_warnings, pos_int, runtime_parent,
+from .common import (UsageError, as_usage_error, flag_words, nonneg_int, number_type, one_line_warnings, runtime_parent,
                      seed_int, setup_runtime)
 
 __all__ = ["add_parser", "run", "check_output_path", "check_not_an_input", "expand_inputs", "SAMPLER_NAMES",
@@ -48,9 +49,9 @@ neutral, with a warning).
 
 Stacks of three or more are fused order-independently: every frame gets a weight per pixel (a
 softmax over the frames of the network's score for that frame against the mean of the others), so
-any order of the images gives the same result; the frames are read one at a time, so 50 frames of
-24 MP need the memory of one. --depth-map writes which frame is sharpest at each pixel, and
---save-weights every frame's weight map. A pair is fused with one network run (--symmetric: two,
+any order of the images gives the same result; the frames are read one at a time, so a long stack
+of large frames needs the memory of one. --depth-map writes which frame is sharpest at each pixel,
+and --save-weights every frame's weight map. A pair is fused with one network run (--symmetric: two,
 the same result for A B and B A).
 
 Alignment: with --align auto (the default) a quick check registers the frames when one is
@@ -73,14 +74,12 @@ the inputs: the command refuses to overwrite a source photo.
 
 Speed (--speed, weight-map models): the network runs a few sampling steps, and only the last one
 decides the weight map; the steps before it just hand it a starting estimate. "balanced" (the
-default) runs those earlier steps at a quarter of the resolution, which changed no score on Lytro
-(all six metrics within 0.0001 of "quality") at 2.5 to 2.7 times the speed; "quality" runs every
-step at full resolution; "fast" runs the last step at half resolution too and brings its weight
-map to full size along the sources' edges with a guided filter (7 to 8 times faster than
-"quality", somewhat lower scores: QMI 0.005 to 0.02 lower on Lytro). Above --working-size
-megapixels (balanced 4, fast 1) the last step works on the image scaled down to that size, so a
-24-MP stack is not fused at 24 MP: the weight map is computed at 4 MP and upsampled along the
-edges of the full-size frames.
+default) runs those earlier steps at a quarter of the resolution; "quality" runs every step at full
+resolution; "fast" runs the last step at half resolution too and brings its weight map to full size
+along the sources' edges with a guided filter (faster again, somewhat lower scores). Above
+--working-size megapixels (balanced 4, fast 1) the last step works on the image scaled down to that
+size, its weight map upsampled along the edges of the full-size frames. What each speed costs and
+scores, measured: docs/speed.md.
 
 Large images are processed in overlapping tiles blended with smooth (raised-cosine) weights inside
 every sampling step, so memory stays bounded and no seams appear."""
@@ -96,8 +95,8 @@ examples:
   rediffuse fuse a.png b.png -o out.png --align none --symmetric
   rediffuse fuse a.png b.png -o out.png --device cuda --steps 5 --seed 1
   rediffuse fuse big_a.jpg big_b.jpg -o big.jpg --tile 512 --overlap 128
-  rediffuse fuse a.jpg b.jpg -o out.jpg --speed fast            # about 3 times faster than balanced, QMI a little lower
-  rediffuse fuse big_a.jpg big_b.jpg -o big.jpg --working-size 0   # the last step at full size, even at 24 MP
+  rediffuse fuse a.jpg b.jpg -o out.jpg --speed fast            # faster than balanced, scores a little lower
+  rediffuse fuse big_a.jpg big_b.jpg -o big.jpg --working-size 0   # the last step at full size, however large
   rediffuse fuse a.png b.png -o out.png --tile 0      # whole image at once (more memory)
   rediffuse fuse a.png b.png -o out.png --sampler ddim --steps 10 --threads 1 -q
   rediffuse --debug fuse a.png b.png -o out.png      # full traceback on errors
@@ -122,6 +121,8 @@ inputs; a bad option value)."""
 _SETTINGS = ("sampler", "steps", "tile", "overlap", "seed", "speed", "scale", "working_size")
 _fraction = number_type(float, lambda x: 0 < x <= 1, "a fraction in (0, 1]", "fraction")
 _megapixels = number_type(float, lambda x: 0 <= x < float("inf"), "megapixels ≥ 0 (0: no limit)", "megapixels")
+# parsed only: whether a number of steps or a frame index fits is the library's check (mapped to the flag)
+_whole = number_type(int, lambda n: True, "a whole number", "whole")
 
 
 def _pixels_arg(value: str) -> int:
@@ -160,21 +161,35 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "e.g. a run's last.pt from `rediffuse train`), or a shipped model by name: weights "
                         "(the default), weights-small (the first, smaller Rot-E model), weights-plain (its plain twin), "
                         "paper (the paper's noise-prediction model, trained like weights-small)")
-    p.add_argument("--steps", type=pos_int, metavar="K", default=None,
-                   help="sampling steps (default: the checkpoint's: 3 for image/weight-map models, "
-                        "all T for noise-prediction models); example: --steps 5")
+    _add_sampling_options(p)
+    _add_stack_options(p)
+    _add_output_options(p)
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bar and no summary lines (warnings and errors are still printed)")
+    p.set_defaults(func=run)
+    return p
+
+
+def _add_sampling_options(p: argparse.ArgumentParser) -> None:
+    """How the network samples: steps, sampler, tiles, speed, precision, seed."""
+    p.add_argument("--steps", type=_whole, metavar="K", default=None,
+                   help="sampling steps, 1 to the model's T (default: the checkpoint's: 3 for image/weight-map "
+                        "models, all T for noise-prediction models); example: --steps 5")
     p.add_argument("--sampler", metavar="NAME", default=None,
                    help=f"sampler: {', '.join(SAMPLER_NAMES)} (default: x0_regression for image/weight-map "
                         "models, posterior_mean for noise-prediction models); example: --sampler ddim")
     p.add_argument("--tile", type=_tile_arg, metavar="N", default="auto",
-                   help="largest tile side in pixels for bounded memory: 'auto' (about 0.75 GB of "
-                        "activations per tile, 768 px for the default model), 0 = whole image; "
+                   help="largest tile side in pixels for bounded memory: 'auto' (the side whose activations fit "
+                        "a fixed memory budget: 768 px for the default model), 0 = whole image; "
                         "example: --tile 512 (default: %(default)s)")
+    p.add_argument("--overlap", type=nonneg_int, metavar="N", default=None,
+                   help="overlap of neighbouring tiles in pixels, less than half a tile "
+                        "(default: a quarter of the tile); example: --overlap 128")
     p.add_argument("--speed", choices=SPEED_CHOICES, default=None,
                    help="quality = every sampling step at full resolution; balanced = the steps before the last "
-                        "at a quarter of it (same scores on Lytro, 2.5x faster); fast = the last step at half "
-                        "resolution too, its weight map upsampled along the images' edges (7x faster, a little lower "
-                        f"scores); default: {DEFAULT_SPEED_NAME} for weight-map models, quality for the others")
+                        "at a quarter of it; fast = the last step at half resolution too, its weight map upsampled "
+                        "along the images' edges (what each costs and scores: docs/speed.md); "
+                        f"default: {DEFAULT_SPEED_NAME} for weight-map models, quality for the others")
     p.add_argument("--scale", type=_fraction, metavar="F", default=None,
                    help="resolution of the last sampling step as a fraction of the image side, overriding the "
                         "speed's (quality and balanced 1, fast 0.5); example: --scale 0.75")
@@ -182,33 +197,31 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="the most megapixels the last sampling step works on: larger images are processed "
                         "scaled down to it and their weight maps upsampled along the edges (balanced 4, fast 1, "
                         "quality 0 = no limit); example: --working-size 12")
-    p.add_argument("--stack-megapixels", type=_megapixels, metavar="MP", default=None,
-                   help="stacks of three or more frames: the network megapixels the frames share, each frame's "
-                        f"last step at most MP / N megapixels (default: {STACK_MEGAPIXELS:g}; 0 = each frame at "
-                        "--working-size; an explicit --working-size also turns it off)")
     p.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32",
-                   help="network arithmetic: fp32, or bf16 (bfloat16: about 1.5x less CPU time where the CPU has "
-                        "bfloat16 instructions, e.g. AMX, same Lytro scores to 4 decimals, but a quarter-turned input "
-                        "is then fused alike only to bfloat16 rounding); default: %(default)s")
-    p.add_argument("--overlap", type=nonneg_int, metavar="N", default=None,
-                   help="overlap of neighbouring tiles in pixels, less than half a tile "
-                        "(default: a quarter of the tile); example: --overlap 128")
+                   help="network arithmetic: fp32, or bf16 (bfloat16: faster only where the CPU or GPU has "
+                        "bfloat16 instructions; a quarter-turned input is then fused alike only to bfloat16 "
+                        "rounding; docs/speed.md); default: %(default)s")
     p.add_argument("--seed", type=seed_int, metavar="S", default=0,
                    help="seed of the initial noise, 0 to 2**63 - 1; the same seed gives the same result "
                         "(default: %(default)s)")
+
+
+def _add_stack_options(p: argparse.ArgumentParser) -> None:
+    """How the frames are treated: alignment, reference, symmetry, colour, flat regions, budgets."""
     p.add_argument("--align", choices=ALIGN_CHOICES, default="auto",
                    help="register the frames first: auto = only when a quick check finds them misaligned by more "
                         "than a pixel (similarity), none = use them as they are, or force translation, similarity "
                         "(shift, rotation, scale: handheld, focus breathing) or homography; the result keeps the "
                         "reference frame's size, frames taking no part where they do not reach "
-                        "(default: %(default)s); example: --align similarity")
-    p.add_argument("--reference", type=pos_int, metavar="K", default=1,
+                        "(default: %(default)s, for photos; the Python function fuse() defaults to none, for "
+                        "arrays a program has registered already); example: --align similarity")
+    p.add_argument("--reference", type=_whole, metavar="K", default=1,
                    help="the frame the others are registered to, 1 = the first image (default: %(default)s); "
                         "example: --reference 3")
     p.add_argument("--symmetric", action=argparse.BooleanOptionalAction, default=None,
-                   help="order-independent fusion: one network run per image instead of a pairwise fold; on for "
-                        "three or more images, off for pairs (where it costs a second run); --no-symmetric folds "
-                        "stacks pairwise in the order given")
+                   help="order-independent fusion: every image is weighed against the mean of the others (one "
+                        "network run per image, so a pair takes two runs instead of one); on for three or more "
+                        "images, off for pairs; --no-symmetric folds a stack pairwise in the order given")
     p.add_argument("--colour", "--color", choices=COLOUR_CHOICES, default="auto",
                    help="how colour images get their colour: weights = each image's weight map applied to its R, G "
                         "and B; paper = the fused luminance with chroma by the paper's saturation-weighted rule; "
@@ -217,6 +230,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="where every frame is flat (sky, white paper), give each weight the decision of the "
                         "nearest structure, so that frames of different exposure "
                         "leave no blotches (default: on); --no-evidence-fill keeps the network's own weights there")
+    p.add_argument("--stack-megapixels", type=_megapixels, metavar="MP", default=None,
+                   help="stacks of three or more frames: the network megapixels the frames share, each frame's "
+                        f"last step at most MP / N megapixels (default: {STACK_MEGAPIXELS:g}; 0 = each frame at "
+                        "--working-size; an explicit --working-size also turns it off)")
+    p.add_argument("--max-pixels", type=_pixels_arg, metavar="N", default=None,
+                   help="refuse, from its header and before decoding it, an image of more pixels than this (e.g. "
+                        "200M; 0 = no limit); default: as many as this machine's memory can fuse, at 160 bytes "
+                        "per pixel")
+
+
+def _add_output_options(p: argparse.ArgumentParser) -> None:
+    """What is written besides the fused image: depth map, weight maps."""
     p.add_argument("--depth-map", metavar="OUT", default=None,
                    help="also write the index of the frame with the largest weight at each pixel: frame i of N "
                         "(from 0) at grey round(i * 255 / (N - 1)), or i itself with --depth-index; "
@@ -227,14 +252,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--save-weights", metavar="DIR", default=None,
                    help="also write every frame's weight map into DIR (weight-01.png, ...: 16-bit grey, "
                         "weight x 65535); example: --save-weights weights/")
-    p.add_argument("--max-pixels", type=_pixels_arg, metavar="N", default=None,
-                   help="refuse, from its header and before decoding it, an image of more pixels than this (e.g. "
-                        "200M; 0 = no limit); default: as many as this machine's memory can fuse, about "
-                        "160 bytes per pixel")
-    p.add_argument("-q", "--quiet", action="store_true",
-                   help="no progress bar and no summary lines (warnings and errors are still printed)")
-    p.set_defaults(func=run)
-    return p
 
 
 def check_output_path(path: str | os.PathLike) -> Path:
@@ -302,66 +319,36 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
-    if args.depth_index and not args.depth_map:
-        raise UsageError("--depth-index says how to write the depth map: add --depth-map OUT, "
-                         "e.g. --depth-map depth.tif")
-    if args.depth_index and Path(args.depth_map).suffix.lower() not in (".png", ".tif", ".tiff"):
-        raise UsageError(f"--depth-index writes 16-bit frame indices, which {args.depth_map} cannot hold: "
-                         "name a .png or .tif depth map")
     images, files = expand_inputs([str(p) for p in args.images], lambda msg: _say(msg, args.quiet))
     if len(images) < 2:
         raise UsageError(_too_few(args.images, images))
-    if args.reference > len(images):
-        raise UsageError(f"--reference {args.reference} names no image: there are {len(images)} (1 to {len(images)})")
-    outputs = [args.output] + ([args.depth_map] if args.depth_map else [])
-    for out in outputs:
-        check_not_an_input(out, files)
-    out_path = check_output_path(args.output)
-    depth_path = check_output_path(args.depth_map) if args.depth_map else None
-    if depth_path is not None and depth_path.absolute() == out_path.absolute():
-        raise UsageError(f"--depth-map {depth_path} is the output image too; name another file")
-    weights_dir = _check_weights_dir(args.save_weights, files) if args.save_weights else None
+    opts = _options(args, len(images))
+    out_path, depth_path, weights_dir = _check_outputs(args, files)
+    opts = dataclasses.replace(opts, depth_map=depth_path, save_weights=weights_dir)
 
     import numpy as np
     from PIL import Image
 
-    from ..fuse import FusionModel, fuse, load_stack_image, stack_settings
+    from ..fuse import FusionModel, fuse
     from ..imageio import SIXTEEN_BIT_FORMATS, write_image
     from ..stack import check_pixels
 
     # the pixel limit (--max-pixels, or what this machine's memory can fuse), checked from the headers
     # before anything is decoded, replaces Pillow's own guard (a warning above 89 MP, an error above 179)
     Image.MAX_IMAGE_PIXELS = None
-    check_pixels(images, [str(im) for im in images], args.max_pixels)
+    check_pixels(images, [str(im) for im in images], opts.max_pixels)
 
     device = setup_runtime(args)
-
     fm = FusionModel(args.checkpoint, device=device, precision=args.precision)
     try:
         st = fm.settings(args.sampler, args.steps, tile=args.tile, overlap=args.overlap, seed=args.seed,
                          speed=args.speed, scale=args.scale, working_size=args.working_size)
     except ValueError as e:  # a bad option value, found by the model that knows the limits: exit code 2
         raise as_usage_error(e, _SETTINGS) from None
-    first = load_stack_image(images[args.reference - 1])  # for the summary line; frames are read as fused
-    h, w = first.shape[:2]
-    kind = ("colour" if first.ndim == 3 else "grey") + (", 16-bit" if first.dtype == np.uint16 else "")
-    del first
-    budget = 0 if args.working_size is not None else args.stack_megapixels
-    symmetric = args.symmetric if args.symmetric is not None else (fm.prediction == "weights" and len(images) > 2)
-    st = stack_settings(fm, st, len(images), symmetric, budget)  # what fuse() will use, for the summary
-    sizes = fm.step_sizes(h, w, st)
-    n_tiles = fm.count_evaluations(*sizes[-1], 1, st.tile, st.overlap)
-    at = ", ".join(f"{n}× {sw}×{sh}" for n, (sh, sw) in _runs(sizes))
-    _say(f"{len(images)} images ({kind}, {w}×{h}); {fm.path.name} ({fm.prediction}), {st.sampler} {st.steps} steps "
-         f"({at}), seed {st.seed}, {device}"
-         + (" bf16" if args.precision == "bf16" else "") + ", " + (f"{n_tiles} tiles of ≤{st.tile} px (overlap {st.overlap})"
-                                                  if n_tiles > 1 else "whole image"), args.quiet)
-    result = fuse(images, fm, settings=st, progress=not args.quiet, names=[str(im) for im in images],
-                  align=args.align, reference=args.reference - 1, symmetric=args.symmetric, depth_map=depth_path,
-                  save_weights=weights_dir, log=lambda msg: _say(msg, args.quiet),
-                  colour=args.colour, depth_index=args.depth_index, evidence_fill=args.evidence_fill,
-                  stack_megapixels=budget,
-                  max_pixels=args.max_pixels)
+    opts = opts.for_stack(len(images), fm)
+    _summary(args, images, fm, st, opts, device)
+    result = fuse(images, fm, options=opts, settings=st, progress=not args.quiet, names=[str(im) for im in images],
+                  log=lambda msg: _say(msg, args.quiet))
     write_image(out_path, result)
     fmt = Image.registered_extensions().get(out_path.suffix.lower())
     bits = 16 if result.dtype == np.uint16 and fmt in SIXTEEN_BIT_FORMATS else 8
@@ -370,6 +357,63 @@ def _run(args: argparse.Namespace) -> int:
     _say(f"wrote {out_path} ({result.shape[1]}×{result.shape[0]}, {bits}-bit{extra}, "
          f"{time.perf_counter() - t_start:.1f} s)", args.quiet)
     return 0
+
+
+def _options(args: argparse.Namespace, n: int):
+    """The library's ``FuseOptions`` from the flags; its one-line errors as usage errors of the flags
+    (``--reference`` counts from 1 where the library counts from 0)."""
+    from ..fuse import FuseOptions
+
+    if args.depth_index and not args.depth_map:
+        raise UsageError("--depth-index says how to write the depth map: add --depth-map OUT, "
+                         "e.g. --depth-map depth.tif")
+    try:
+        opts = FuseOptions(align=args.align, reference=args.reference - 1, symmetric=args.symmetric,
+                           colour=args.colour, evidence_fill=args.evidence_fill, depth_map=args.depth_map,
+                           depth_index=args.depth_index, max_pixels=args.max_pixels,
+                           # an explicit --working-size turns the shared budget off
+                           stack_megapixels=0 if args.working_size is not None else args.stack_megapixels)
+        return opts.check(n)
+    except ValueError as e:
+        if str(e).startswith("reference"):
+            raise UsageError(f"--reference {args.reference} names no image: there are {n} (1 to {n})") from None
+        if str(e).startswith("a depth map of frame indices"):
+            raise UsageError(f"--depth-index writes 16-bit frame indices, which {args.depth_map} cannot hold: "
+                             "name a .png or .tif depth map") from None
+        raise as_usage_error(e, ("align", "colour", "stack_megapixels", "max_pixels")) from None
+
+
+def _check_outputs(args: argparse.Namespace, files: list[str]) -> tuple[Path, Path | None, Path | None]:
+    """The output image, depth map and weight folder, refused before any work when they cannot be
+    written or would replace an input."""
+    for out in [args.output] + ([args.depth_map] if args.depth_map else []):
+        check_not_an_input(out, files)
+    out_path = check_output_path(args.output)
+    depth_path = check_output_path(args.depth_map) if args.depth_map else None
+    if depth_path is not None and depth_path.absolute() == out_path.absolute():
+        raise UsageError(f"--depth-map {depth_path} is the output image too; name another file")
+    weights_dir = _check_weights_dir(args.save_weights, files) if args.save_weights else None
+    return out_path, depth_path, weights_dir
+
+
+def _summary(args: argparse.Namespace, images: list, fm, st, opts, device: str) -> None:
+    """One line before the work: the stack, the model, the sampling and how it is tiled."""
+    import numpy as np
+
+    from ..fuse import load_stack_image, stack_settings
+
+    first = load_stack_image(images[opts.reference])  # frames are read again as they are fused
+    h, w = first.shape[:2]
+    kind = ("colour" if first.ndim == 3 else "grey") + (", 16-bit" if first.dtype == np.uint16 else "")
+    del first
+    st = stack_settings(fm, st, len(images), opts.symmetric, opts.stack_megapixels)  # what fuse() will use
+    sizes = fm.step_sizes(h, w, st)
+    n_tiles = fm.count_evaluations(*sizes[-1], 1, st.tile, st.overlap)
+    at = ", ".join(f"{n}× {sw}×{sh}" for n, (sh, sw) in _runs(sizes))
+    tiles = f"{n_tiles} tiles of ≤{st.tile} px (overlap {st.overlap})" if n_tiles > 1 else "whole image"
+    _say(f"{len(images)} images ({kind}, {w}×{h}); {fm.path.name} ({fm.prediction}), {st.sampler} {st.steps} steps "
+         f"({at}), seed {st.seed}, {device}" + (" bf16" if args.precision == "bf16" else "") + f", {tiles}",
+         args.quiet)
 
 
 def expand_inputs(args: list[str], say: Callable[[str], None] = lambda msg: None) -> tuple[list, list[str]]:
