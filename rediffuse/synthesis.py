@@ -286,7 +286,7 @@ def library_for(root: str | os.PathLike | None, split: str, y_only: bool) -> Pho
     key = (str(root or default_photo_root()), split, y_only)
     if key not in _LIBRARIES:
         if key[0] == "None":
-            raise FileNotFoundError("no photo folder: give --photos DIR (a tree of all-in-focus photos) "
+            raise FileNotFoundError("no photo folder: give photos=DIR (a tree of all-in-focus photos) "
                                     "or set REDIFFUSE_SHARED to a folder holding data/photos")
         _LIBRARIES[key] = PhotoLibrary(key[0], split=split, y_only=y_only)
     return _LIBRARIES[key]

@@ -145,7 +145,7 @@ _SETTINGS = ("steps", "batch", "crop", "lr", "warmup", "band_weight", "precision
              "layered", "workers", "seed", "ckpt_every", "T", "base", "groups")
 # The library's messages name parameters ("resume=True", "steps=3"); this command's user typed flags.
 _AS_FLAGS = ((re.compile(r"(?<![-\w])(resume|overwrite)=True\b"), r"--\1"),
-             (re.compile(r"(?<![-\w])(steps|lr|precision|synthetic|layered)=\"?([^\s\";,)]*)\"?"), r"--\1 \2"),
+             (re.compile(r"(?<![-\w])(steps|lr|precision|synthetic|layered|photos)=\"?([^\s\";,)]*)\"?"), r"--\1 \2"),
              (re.compile(r"(?<![-\w])lower lr\b"), "lower --lr"))
 
 
