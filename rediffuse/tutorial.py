@@ -12,6 +12,13 @@ Notebooks add their own parameters (e.g. ``STEPS``, ``BATCH``, ``CROP`` in noteb
 full configuration no cell has a time limit (training the paper's model takes hours); the small one
 stops any cell after 30 minutes, which only a hung cell reaches.
 
+``rediffuse tutorial`` says what it is doing as it goes (:class:`NotebookLog`): one line naming each
+notebook as it starts, a line whenever a notebook has been silent for ``HEARTBEAT_S`` seconds (the cell
+that runs and the last line it printed), and each notebook's result line (its ``headline`` result,
+else its run time) as soon as that notebook ends. Before the first notebook it says, in one line,
+when the benchmark data the notebooks read was not found and they fall back to synthetic pairs
+(:func:`missing_data`).
+
 Executed copies go to an output folder (``outputs/`` is git-ignored), never back into ``notebooks/``.
 Three kinds of run keep apart: ``rediffuse tutorial`` writes to ``outputs/tutorial`` (or ``-o``), the
 notebook tests to ``outputs/test-notebooks``, and ``pytest --nbval-lax notebooks/`` (which runs the
@@ -28,13 +35,13 @@ import ast
 import json
 import math
 import os
+import re
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from tqdm.auto import tqdm
-
-from .paths import REPO_ROOT
+from .paths import REPO_ROOT, dataset_dir, reference_dir, shared_root
 from .runtime import resolve_device
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -44,9 +51,11 @@ NBVAL_OUTPUT_ENV = "REDIFFUSE_NBVAL_OUTPUT"  # overrides NBVAL_OUTPUT (the tests
 
 __all__ = ["list_notebooks", "notebook_parameters", "parse_parameter", "run_notebook", "run_tutorial",
            "check_output_dir", "write_results", "kernel_config", "nbval_parameters", "parameter_source",
-           "SMOKE_CELL_TIMEOUT", "NBVAL_OUTPUT", "NBVAL_OUTPUT_ENV"]
+           "SMOKE_CELL_TIMEOUT", "NBVAL_OUTPUT", "NBVAL_OUTPUT_ENV", "NotebookLog", "HEARTBEAT_S",
+           "missing_data", "result_line"]
 
 SMOKE_CELL_TIMEOUT = 1800  # seconds a cell may run in the small configuration
+HEARTBEAT_S = 8.0  # the longest a running notebook stays unmentioned in rediffuse tutorial's output
 
 
 def list_notebooks(directory: Path | str = NOTEBOOK_DIR) -> list[Path]:
@@ -161,11 +170,130 @@ def check_output_dir(output_dir: Path | str, notebooks: list[Path], overwrite: b
                               "replace them, or choose another folder with -o")
 
 
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+class _LastLine:
+    """A file-like sink for a kernel's stdout or stderr that keeps the last non-empty line written
+    (a progress bar's carriage-return updates count as lines)."""
+
+    def __init__(self, on_line: Callable[[str], None]):
+        self._on_line = on_line
+
+    def write(self, text: str) -> int:
+        lines = [ln.strip() for ln in re.split(r"[\r\n]", text) if ln.strip()]
+        if lines:
+            self._on_line(lines[-1])
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+class NotebookLog:
+    """What a running notebook is doing, said through ``say`` (one line at a time).
+
+    papermill calls :meth:`cell_start` before each cell (nbclient's ``on_cell_start`` hook) and
+    writes the kernel's output to :attr:`stdout` / :attr:`stderr`; a background thread says which
+    cell runs, for how long, and the last line the notebook printed whenever nothing has been said
+    for ``every`` seconds. Use as a context manager around the run.
+    """
+
+    def __init__(self, name: str, n_cells: int, say: Callable[[str], None] = _say, every: float = HEARTBEAT_S):
+        self.name, self.n_cells, self.say, self.every = name, n_cells, say, every
+        self.stdout, self.stderr = _LastLine(self._printed), _LastLine(self._printed)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._cell, self._cell_t0, self._what, self._last = -1, time.perf_counter(), "starting the kernel", ""
+        self._t0 = self._said = time.perf_counter()
+        self._injected = 0
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _printed(self, line: str) -> None:
+        with self._lock:
+            self._last = line[:100]
+
+    def cell_start(self, cell=None, cell_index: int = 0, **_) -> None:
+        """nbclient's ``on_cell_start`` hook. Code cells only; the index is the cell's own in the
+        source notebook (papermill's injected parameters cell is not counted)."""
+        cell = cell or {}
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags:
+            self._injected = 1
+        if cell.get("cell_type", "code") != "code":
+            return
+        first = next((ln.strip().lstrip("#").strip() for ln in str(cell.get("source", "")).splitlines()
+                      if ln.strip().lstrip("#").strip()), "")
+        with self._lock:
+            self._cell, self._cell_t0, self._last = cell_index - self._injected, time.perf_counter(), ""
+            self._what = first[:60] + ("…" if len(first) > 60 else "")
+
+    def status(self) -> str:
+        """One line: the notebook, its time so far, the running cell, the last line it printed."""
+        now = time.perf_counter()
+        with self._lock:
+            cell, what, last, t_cell = self._cell, self._what, self._last, now - self._cell_t0
+        where = (f"cell [{cell}] of {self.n_cells}, {t_cell:.0f} s in it ({what})" if cell >= 0 else what)
+        return f"    {self.name}: {now - self._t0:.0f} s, {where}" + (f" | {last}" if last else "")
+
+    def _beat(self) -> None:
+        while not self._stop.wait(min(1.0, self.every / 4)):
+            if time.perf_counter() - self._said >= self.every:
+                self.say(self.status())
+                self._said = time.perf_counter()
+
+    def __enter__(self) -> "NotebookLog":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+_DATA_CALL = re.compile(r"""dataset_dir\(\s*["']([^"']+)["']\s*\)|reference_dir\(\s*\)""")
+
+
+def missing_data(notebooks: list[Path]) -> dict[str, list[str]]:
+    """The benchmark data sets the ``notebooks`` look up (``dataset_dir("NAME")``, ``reference_dir()`` in
+    their code cells) that are not found, each with the notebooks that fall back without it."""
+    missing: dict[str, list[str]] = {}
+    for nb in notebooks:
+        cells = json.loads(Path(nb).read_text())["cells"]
+        code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        for m in _DATA_CALL.finditer(code):
+            name = m.group(1) or "reference"
+            found = reference_dir() if name == "reference" else dataset_dir(name)
+            if found is None and Path(nb).stem[:2] not in missing.get(name, []):
+                missing.setdefault(name, []).append(Path(nb).stem[:2])
+    return missing
+
+
+def _missing_data_line(missing: dict[str, list[str]]) -> str:
+    root = shared_root()
+    where = (f"nothing under {root / 'data'}" if root is not None
+             else f"no folder {os.environ.get('REDIFFUSE_SHARED') or REPO_ROOT.parent / 'shared'}")
+    sets = [f"{name} ({', '.join(nbs)})" for name, nbs in missing.items() if name != "reference"]
+    parts = [f"the notebooks use synthetic pairs instead of {' and '.join(sets)}"] if sets else []
+    if "reference" in missing:
+        parts.append(f"leave out the published reference results ({', '.join(missing['reference'])})")
+    return f"benchmark data not found ({where}): {' and '.join(parts)}; docs/data.md says how to get it"
+
+
+def result_line(stem: str, results: dict, output_dir: Path | str) -> str:
+    """A notebook's line when it ends: its run time and its ``headline`` result (when it writes one)."""
+    wall = results.get("wall_s", results.get("runtime_s", float("nan")))
+    head = results.get("headline")
+    return f"{stem}: done in {wall:.0f} s" + (f": {head}" if head else "") + f"  -> {Path(output_dir) / stem}.ipynb"
+
+
 def run_notebook(notebook: Path | str, output_dir: Path | str = DEFAULT_OUTPUT, *, smoke: bool = True,
                  device: str = "cpu", parameters: dict | None = None, timeout: int | None = SMOKE_CELL_TIMEOUT,
-                 progress: bool = False) -> dict:
+                 progress: bool = False, log: NotebookLog | None = None) -> dict:
     """Execute one notebook; return its results JSON (also written to ``<output_dir>/<stem>.json``).
-    ``timeout``: seconds any one cell may run (``None``: no limit)."""
+    ``timeout``: seconds any one cell may run (``None``: no limit). ``log``: a :class:`NotebookLog` that
+    hears of every cell as it starts and of everything the notebook prints."""
     import papermill as pm
 
     _not_the_sources(output_dir)
@@ -178,8 +306,9 @@ def run_notebook(notebook: Path | str, output_dir: Path | str = DEFAULT_OUTPUT, 
     params = {"SMOKE": smoke, "DEVICE": device, "RESULTS_PATH": str(results_path),
               "OUTPUT_DIR": str(output_dir / stem)}
     params.update(parameters or {})
+    hooks = dict(on_cell_start=log.cell_start, stdout_file=log.stdout, stderr_file=log.stderr) if log else {}
     t0 = time.perf_counter()
-    pm.execute_notebook(str(notebook), str(output_dir / notebook.name), parameters=params,
+    pm.execute_notebook(str(notebook), str(output_dir / notebook.name), parameters=params, **hooks,
                         kernel_name="python3", cwd=str(notebook.parent), progress_bar=progress,
                         execution_timeout=timeout, config=kernel_config(),
                         # jupyter_client interrupts a kernel before shutting it down; ipykernel then
@@ -196,8 +325,13 @@ def run_notebook(notebook: Path | str, output_dir: Path | str = DEFAULT_OUTPUT, 
 
 def run_tutorial(output_dir: Path | str = DEFAULT_OUTPUT, *, smoke: bool = True, device: str = "auto",
                  only: list[str] | None = None, parameters: dict[str, Any] | None = None,
-                 overwrite: bool = False) -> dict[str, dict]:
+                 overwrite: bool = False, say: Callable[[str], None] | None = _say,
+                 heartbeat: float = HEARTBEAT_S) -> dict[str, dict]:
     """Run every tutorial notebook in order; return ``{stem: results}``.
+
+    ``say`` hears, one line at a time: which data is missing (once, before the first notebook), each
+    notebook's name as it starts, a status line whenever a notebook has been silent for ``heartbeat``
+    seconds, and each notebook's result line (:func:`result_line`) when it ends (``None``: silent).
 
     ``parameters`` go to every notebook whose ``parameters`` cell defines them (a name no selected
     notebook has is a ``ValueError``). Cells have no time limit in the full configuration. Files of
@@ -221,8 +355,24 @@ def run_tutorial(output_dir: Path | str = DEFAULT_OUTPUT, *, smoke: bool = True,
                          "are in the cell tagged 'parameters' of each")
     check_output_dir(output_dir, notebooks, overwrite)
     out = {}
-    for nb in tqdm(notebooks, desc="notebooks", unit="nb"):
+    quiet = say is None
+    say = say or (lambda _line: None)
+    say(f"rediffuse tutorial: {len(notebooks)} notebook{'s' * (len(notebooks) != 1)}, "
+        f"{'small' if smoke else 'full'} configuration, device {device}, into {output_dir}")
+    missing = missing_data(notebooks)
+    if missing:
+        say(_missing_data_line(missing))
+    for i, nb in enumerate(notebooks, start=1):
         mine = {k: v for k, v in parameters.items() if k in known.get(nb.stem, {})}
-        out[nb.stem] = run_notebook(nb, output_dir, smoke=smoke, device=device, parameters=mine,
-                                    timeout=SMOKE_CELL_TIMEOUT if smoke else None)
+        say(f"[{i}/{len(notebooks)}] {nb.stem} …")
+        n_cells = len(json.loads(nb.read_text())["cells"])
+        log = None if quiet else NotebookLog(nb.stem, n_cells, say, heartbeat)
+        if log is None:
+            out[nb.stem] = run_notebook(nb, output_dir, smoke=smoke, device=device, parameters=mine,
+                                        timeout=SMOKE_CELL_TIMEOUT if smoke else None)
+        else:
+            with log:
+                out[nb.stem] = run_notebook(nb, output_dir, smoke=smoke, device=device, parameters=mine,
+                                            timeout=SMOKE_CELL_TIMEOUT if smoke else None, log=log)
+        say(f"[{i}/{len(notebooks)}] " + result_line(nb.stem, out[nb.stem], output_dir))
     return out

@@ -6,6 +6,7 @@ New notebooks (``notebooks/NN_name.ipynb``) are picked up automatically and get 
 import ast
 import json
 import math
+import os
 import re
 
 import pytest
@@ -198,6 +199,8 @@ def check_03_train_rediffuse(r):
     assert r["train"]["loss_last10"] < 0.5 * r["train"]["loss_first10"], r["train"]
     for name, s in r["held_out"].items():
         assert 20 < s["psnr"] < 80 and 0.5 < s["ssim"] <= 1, (name, s)
+    if r["smoke"]:  # [30]: the small run already beats averaging the sources on the held-back pair
+        assert r["held_out"]["this run"]["psnr"] > r["held_out"]["average"]["psnr"] + 1, r["held_out"]
     for p in r["parameters"].values():  # the ratio the summary prints is the one measured
         assert p["ratio"] == p["rot_e"] / p["plain"]
     assert 0.24 < paper["ratio"] < 0.26 and 0.3 < r["parameters"]["small (base 16, ×[1,2,4])"]["ratio"] < 0.4
@@ -423,6 +426,24 @@ def test_claims_list_names_real_notebooks_cells_and_keys():
     assert {row["nb"] for row in rows} == set(by_prefix), "every notebook has checked claims"
 
 
+@pytest.mark.slow
+def test_01_runs_without_ipywidgets_when_show_widgets_is_false(tmp_path, monkeypatch):
+    """SHOW_WIDGETS = False: notebook 01 runs in a kernel where ipywidgets cannot be imported, and shows
+    each explorer once, as a static figure."""
+    blocker = tmp_path / "no-ipywidgets" / "ipywidgets"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('ipywidgets is not installed (hidden by the test)')\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(blocker.parent), os.environ.get("PYTHONPATH")])))
+    nb = next(p for p in NOTEBOOKS if p.stem.startswith("01"))
+    results = run_notebook(nb, tmp_path / "out", smoke=True, device="cpu", parameters={"SHOW_WIDGETS": False})
+    check_01_bconv(results)
+    executed = json.loads((tmp_path / "out" / nb.name).read_text())
+    outputs = [o for c in executed["cells"] for o in c.get("outputs", [])]
+    assert not any(o["output_type"] == "error" for o in outputs)
+    assert not any(WIDGET_VIEW in o.get("data", {}) for o in outputs)
+    _each_explorer_shown_once(tmp_path / "out" / nb.name, live=False)
+
+
 def test_there_are_notebooks():
     assert NOTEBOOKS, "notebooks/ holds no NN_*.ipynb"
 
@@ -459,3 +480,27 @@ def test_notebook_runs(nb):
                 _lookup(results, key)  # KeyError: the list names a key the notebook no longer writes
                 assert key in reads, f"CLAIMS.md: {key} ({row['claim']}) is not read by {check.__name__}"
     assert (OUT / nb.name).exists() and not (nb.parent / f"{nb.stem}.results.json").exists()
+    if nb.stem[:2] in ONE_OUTPUT_EXPLORERS:
+        _each_explorer_shown_once(OUT / nb.name, live=True)
+
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+ONE_OUTPUT_EXPLORERS = {"01": 2, "02": 2}  # notebooks whose explorers are one output each, and how many
+
+
+def _each_explorer_shown_once(executed_path, live: bool):
+    """Every explorer of the executed notebook is one output: the widget with its first drawing as the
+    PNG beside it (``live``), or that PNG alone; no other output of its cell is a widget or a copy."""
+    cells = json.loads(executed_path.read_text())["cells"]
+    shown = [c for c in cells if c["cell_type"] == "code" and re.search(r"display\((\w+_output\(|vt\.explorer\(|theorem_explorer\))",
+                                                                         "".join(c["source"]))]
+    assert len(shown) == ONE_OUTPUT_EXPLORERS[executed_path.stem[:2]], [c["source"][:2] for c in shown]
+    for cell in shown:
+        text = lambda o: "".join(o.get("data", {}).get("text/plain", ""))  # noqa: E731
+        mine = [o for o in cell["outputs"] if text(o).endswith("explorer>")]
+        assert len(mine) == 1 and "image/png" in mine[0]["data"], "".join(cell["source"])[:200]
+        assert (WIDGET_VIEW in mine[0]["data"]) is live, "".join(cell["source"])[:200]
+        others = [o for o in cell["outputs"] if o is not mine[0]]
+        assert not any(WIDGET_VIEW in o.get("data", {}) for o in others), "".join(cell["source"])[:200]
+        explorer_png = mine[0]["data"]["image/png"]
+        assert not any(o.get("data", {}).get("image/png") == explorer_png for o in others)

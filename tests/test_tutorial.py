@@ -5,6 +5,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -28,7 +29,7 @@ def test_notebooks_03_and_06_take_the_size_of_their_runs():
 def test_parameters_go_where_they_are_defined(monkeypatch, tmp_path):
     calls = {}
 
-    def fake_run(nb, output_dir, *, smoke, device, parameters, timeout):
+    def fake_run(nb, output_dir, *, smoke, device, parameters, timeout, **_):
         calls[nb.stem] = (parameters, timeout)
         return {}
 
@@ -147,3 +148,67 @@ def test_nbval_run_writes_to_its_own_folder(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert (tmp_path / "nbval" / "99_tiny" / "figure.txt").is_file()
     assert not (tmp_path / "repo" / "outputs").exists()
+
+
+def test_tutorial_names_each_notebook_as_it_starts_and_reports_it_as_it_ends(monkeypatch, tmp_path):
+    """The result lines come as each notebook ends, not all at the end."""
+    said = []
+
+    def fake_run(nb, output_dir, **kw):
+        said.append(f"RUN {nb.stem}")
+        return {"wall_s": 3.0, "headline": f"the result of {nb.stem[:2]}"} if nb.stem.startswith("03") else {"wall_s": 2.0}
+
+    monkeypatch.setattr(tutorial, "run_notebook", fake_run)
+    run_tutorial(tmp_path, device="cpu", only=["01", "03"], say=said.append)
+    runs = [i for i, line in enumerate(said) if line.startswith("RUN")]
+    assert said[runs[0] - 1] == "[1/2] 01_bconv …" and said[runs[1] - 1] == "[2/2] 03_train_rediffuse …", said
+    first_end = said[runs[0] + 1]  # 01's line before 03 starts
+    assert first_end.startswith("[1/2] 01_bconv: done in 2 s") and "01_bconv.ipynb" in first_end, said
+    assert said[runs[1] + 1].startswith("[2/2] 03_train_rediffuse: done in 3 s: the result of 03"), said
+    assert said[0].startswith("rediffuse tutorial: 2 notebooks, small configuration, device cpu")
+
+
+def test_tutorial_says_once_when_the_benchmark_data_is_missing(monkeypatch, tmp_path):
+    monkeypatch.setattr(tutorial, "run_notebook", lambda nb, out, **kw: {"wall_s": 0.0})
+    monkeypatch.setenv("REDIFFUSE_SHARED", str(tmp_path / "no-such-folder"))
+    said = []
+    run_tutorial(tmp_path / "out", device="cpu", only=["01", "03", "04"], say=said.append)
+    missing = [line for line in said if "benchmark data not found" in line]
+    assert len(missing) == 1, said
+    assert "synthetic pairs instead of NYU-D-100 (03)" in missing[0] and "Lytro (04)" in missing[0], missing
+    assert said.index(missing[0]) < said.index("[1/3] 01_bconv …")  # before the first notebook
+    said.clear()
+    run_tutorial(tmp_path / "out2", device="cpu", only=["01", "02"], say=said.append)  # neither reads the data
+    assert not any("not found" in line for line in said), said
+
+
+def test_notebook_log_speaks_up_when_a_cell_is_silent():
+    said = []
+    with tutorial.NotebookLog("99_tiny", 5, said.append, every=0.2) as log:
+        log.cell_start({"cell_type": "code", "metadata": {"tags": ["injected-parameters"]}, "source": "SMOKE = True"}, 1)
+        log.cell_start({"cell_type": "code", "source": "# train the model\ntrain(cfg)"}, 4)
+        log.cell_start({"cell_type": "markdown", "source": "## 4 · Training"}, 5)  # not a cell that runs
+        log.stdout.write("train:  40%|####      | 40/100\r")
+        time.sleep(0.9)
+    assert len(said) >= 2, said  # every 0.2 s of silence
+    assert all(line.startswith("    99_tiny: ") for line in said), said
+    assert "cell [3] of 5" in said[-1] and "(train the model)" in said[-1] and said[-1].endswith("| train:  40%|####      | 40/100")
+
+
+@pytest.mark.slow
+def test_a_long_cell_is_reported_while_it_runs(tmp_path):
+    """papermill hands the log every cell start and every printed line of a real kernel."""
+    import nbformat
+
+    nb_path = _tiny_notebook(tmp_path / "notebooks")
+    nb = nbformat.read(str(nb_path), as_version=4)
+    nb.cells.insert(1, nbformat.v4.new_code_cell("# a slow step\nimport time\nprint('halfway there')\ntime.sleep(3)"))
+    nb.cells[-1].source += "\nwrite_results(RESULTS_PATH, {'runtime_s': 0.0, 'headline': 'all good'})"
+    nbformat.write(nb, str(nb_path))
+    said = []
+    with tutorial.NotebookLog(nb_path.stem, 4, said.append, every=1.0) as log:
+        results = tutorial.run_notebook(nb_path, tmp_path / "out", smoke=True, device="cpu", log=log)
+    during = [line for line in said if "(a slow step)" in line]
+    assert during and during[-1].endswith("| halfway there"), said
+    assert tutorial.result_line(nb_path.stem, results, tmp_path / "out").startswith("99_tiny: done in ")
+    assert "all good" in tutorial.result_line(nb_path.stem, results, tmp_path / "out")

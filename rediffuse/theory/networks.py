@@ -147,12 +147,14 @@ class NetworkCheck:
 
 
 def network_errors(nets: dict[str, nn.Module], field: Callable, deltas: Sequence[float], n_points: int = 2000,
-                   radius: float = 0.7, thetas=None, seed: int = 0) -> dict[str, NetworkCheck]:
+                   radius: float = 0.7, thetas=None, seed: int = 0,
+                   log: Callable[[str], None] | None = None) -> dict[str, NetworkCheck]:
     """Theorem 3.4 / Corollaries 3.5–3.6 measured: ``{name: NetworkCheck}``.
 
     The same random points (in the disc of ``radius``) and angles are used for every network and δ;
     ``thetas=None`` draws one uniform angle per point (almost surely not a multiple of 90°), a number
-    or a list of numbers uses those angles (cycled over the points).
+    or a list of numbers uses those angles (cycled over the points). ``log`` (e.g. ``print``) hears one
+    line per mesh size as it is done.
     """
     rng = np.random.default_rng(seed)
     pts = random_points(n_points, radius, rng)
@@ -176,6 +178,8 @@ def network_errors(nets: dict[str, nn.Module], field: Callable, deltas: Sequence
             scale = float(out_right.abs().max()) or 1.0
             mx[name].append(float(err.max()) / scale)
             mean[name].append(float(err.mean()) / scale)
+        if log is not None:
+            log(f"  δ = 1/{1 / delta:.0f}: largest error " + ", ".join(f"{n} {v[-1]:.2e}" for n, v in mx.items()))
     return {name: NetworkCheck(name, deltas, np.array(mx[name]), np.array(mean[name])) for name in nets}
 
 

@@ -1,6 +1,7 @@
 """Shared figure helpers, and numbers and tables for ``IPython.display.Markdown``."""
 from __future__ import annotations
 
+import base64
 import io
 import math
 from pathlib import Path
@@ -82,6 +83,45 @@ def live_figure(controls, draw):
         w.observe(redraw, names="value")
     redraw()
     return out
+
+
+class Explorer:
+    """One notebook output for an interactive explorer (``display(explorer(...))``).
+
+    Its MIME bundle holds the widget's view (when there is a widget) *and* the explorer's first
+    drawing as a PNG: a live front end (JupyterLab, Notebook, VS Code with ipywidgets) draws the
+    widget, whose own first drawing is that figure; a viewer without widgets (a rendered ``.ipynb``,
+    nbconvert, a kernel without ipywidgets) shows the PNG. So each explorer appears once, live or
+    static, never as a live copy beside static ones.
+    """
+
+    def __init__(self, png: bytes, widget=None, text: str = "explorer"):
+        self.png, self.widget, self.text = png, widget, text
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        data = {"image/png": base64.b64encode(self.png).decode("ascii"), "text/plain": f"<{self.text}>"}
+        if self.widget is not None:
+            view = self.widget._repr_mimebundle_()
+            view = view[0] if isinstance(view, tuple) else view  # (data, metadata) in some versions
+            data.update({k: v for k, v in view.items() if k != "text/plain"})
+        return data
+
+
+def figure_png(fig, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes (as the notebook's inline backend would show it)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def explorer(figure, make_widget=None, show_widgets: bool = True, text: str = "explorer") -> Explorer:
+    """The output of one explorer: ``make_widget()`` (an ipywidgets widget whose first drawing is
+    ``figure``) when ``show_widgets``, else ``figure`` alone, static. ``figure`` is closed, so the
+    inline backend does not draw it a second time. Display the result with ``display(...)``; without
+    ``show_widgets`` ipywidgets is never imported."""
+    png = figure_png(figure)
+    plt.close(figure)
+    return Explorer(png, make_widget() if show_widgets and make_widget is not None else None, text)
 
 
 def _as_numpy(img) -> np.ndarray:

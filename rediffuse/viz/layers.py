@@ -9,7 +9,7 @@ import torch
 
 from ..bases import FilterBasis, grid_offset, rotated_coords
 from ..groups import disc_mask, rotate_image, rotate_image_angle
-from .common import live_figure
+from .common import explorer, live_figure, save_figure
 
 
 def plot_basis(basis: FilterBasis, fine: int = 49, max_functions: int = 25):
@@ -141,8 +141,9 @@ def draw_rotation(lift, image: torch.Tensor, step: int = 0, field: int = 0):
     return fig
 
 
-def rotation_explorer(lift, image: torch.Tensor, field: int = 0):
-    """Slider over rotations of the input by the elements of C_m (:func:`draw_rotation`).
+def rotation_explorer(lift, image: torch.Tensor, field: int = 0, step: int = 0):
+    """Slider over rotations of the input by the elements of C_m (:func:`draw_rotation`), starting at
+    ``step``.
 
     Returns ``(widget, draw)``; ``draw(step)`` makes the figure for one rotation so notebooks can also
     call it statically (needs ipywidgets, the notebooks extra, for the widget).
@@ -152,8 +153,28 @@ def rotation_explorer(lift, image: torch.Tensor, field: int = 0):
     def draw(step: int = 0):
         return draw_rotation(lift, image, step, field)
 
-    slider = widgets.IntSlider(value=0, min=0, max=lift.m - 1, description=f"step (2π/{lift.m})")
+    slider = widgets.IntSlider(value=step, min=0, max=lift.m - 1, description=f"step (2π/{lift.m})")
     return widgets.VBox([slider, live_figure([slider], lambda: draw(slider.value))]), draw
+
+
+def rotation_output(lift, image: torch.Tensor, step: int = 1, field: int = 0, show_widgets: bool = True,
+                    output_dir=None, name: str = "rotation_explorer"):
+    """Notebook 01's rotation explorer as one output (:func:`~rediffuse.viz.common.explorer`): the
+    figure for ``step`` saved as ``<output_dir>/<name>_step<step>.png``, shown live (the slider starts
+    there) when ``show_widgets``, else static."""
+    fig = draw_rotation(lift, image, step, field)
+    save_figure(fig, output_dir, f"{name}_step{step}")
+    return explorer(fig, lambda: rotation_explorer(lift, image, field, step)[0], show_widgets, "rotation explorer")
+
+
+def angle_output(lift, image: torch.Tensor, degrees: float = 30.0, field: int = 0, show_widgets: bool = True,
+                 output_dir=None, name: str = "angle_explorer"):
+    """Notebook 01's any-angle explorer as one output: the figure at ``degrees`` saved as
+    ``<output_dir>/<name>_<degrees>deg.png``, shown live (starting there) or static."""
+    fig = draw_angle(lift, image, degrees, field)
+    save_figure(fig, output_dir, f"{name}_{degrees:g}deg")
+    return explorer(fig, lambda: angle_explorer(lift, image, field, degrees=degrees)[0], show_widgets,
+                    "angle explorer")
 
 
 def _turn(x: torch.Tensor, degrees: float) -> torch.Tensor:
@@ -216,19 +237,19 @@ def draw_angle(lift, image: torch.Tensor, degrees: float = 0.0, field: int = 0):
     return fig
 
 
-def angle_explorer(lift, image: torch.Tensor, field: int = 0, step: float = 5.0):
+def angle_explorer(lift, image: torch.Tensor, field: int = 0, step: float = 5.0, degrees: float = 0.0):
     """Slider over *any* angle (degrees), drawing :func:`draw_angle`.
 
     Exact (round-off) at the elements of C_m; in between, the regular representation has no exact
     action and the error shows how far from a group element the angle is. Returns ``(widget, draw)``;
-    ``draw(degrees)`` makes the figure statically (for papermill runs).
+    ``draw(degrees)`` makes the figure statically (for papermill runs). The slider starts at ``degrees``.
     """
     import ipywidgets as widgets
 
     def draw(degrees: float = 0.0):
         return draw_angle(lift, image, degrees, field)
 
-    slider = widgets.FloatSlider(value=0.0, min=0.0, max=360.0, step=step, description="angle (°)")
+    slider = widgets.FloatSlider(value=degrees, min=0.0, max=360.0, step=step, description="angle (°)")
     return widgets.VBox([slider, live_figure([slider], lambda: draw(slider.value))]), draw
 
 

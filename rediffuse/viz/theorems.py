@@ -43,11 +43,11 @@ from ..theory import (
     render_fields,
     unet_error_map,
 )
-from .common import fmt, live_figure, markdown_table
+from .common import explorer, fmt, live_figure, markdown_table
 
 __all__ = ["plot_field", "plot_bound_checks", "plot_groupnorm", "plot_network_checks", "plot_angle_sweep",
            "plot_unet_deltas", "plot_fit_vs_envelope", "plot_quarter_turns", "plot_design_mistakes",
-           "plot_error_maps", "turned_input", "draw_explorer", "theorem_explorer", "draw_unet_map", "unet_map_explorer", "fmt",
+           "plot_error_maps", "turned_input", "draw_explorer", "theorem_explorer", "draw_unet_map", "unet_map_explorer", "explorer", "fmt",
            "markdown_table", "OPERATOR_LABELS", "delta_axis"]
 
 OPERATOR_LABELS = {
@@ -420,34 +420,40 @@ def draw_explorer(field, operator: str = "maxpool", angle_deg: float = 30.0, del
     ax_curve.set_ylabel("error")
     ax_curve.grid(True, which="both", alpha=0.3)
     ax_curve.legend(fontsize=7)
-    ax_curve.set_title("the bound against δ", fontsize=8)
+    ax_curve.set_title("the measured error against δ (no bound)" if operator == "plain" else "the bound against δ",
+                       fontsize=8)
     fig.tight_layout()
     return fig, value
 
 
 def theorem_explorer(field, nets: dict, envelope: tuple[float, float] | None = None, measured: dict | None = None,
-                     G: float | None = None, radius: float = 0.7):
-    """ipywidgets controls (angle, δ, m, operator) that redraw ``draw_explorer``."""
+                     G: float | None = None, radius: float = 0.7, operator: str = "maxpool", angle_deg: float = 30.0,
+                     delta: float = 1 / 32, m: int | None = None):
+    """ipywidgets controls (operator, m, angle, δ) that redraw ``draw_explorer``, starting at the given
+    setting. ``m`` is enabled only for the Rot-E network: the pointwise operators act on each
+    orientation channel alone and the plain CNN has no orientations, so for them it is greyed out."""
     import ipywidgets as W
 
-    angle = W.FloatSlider(value=30.0, min=0.0, max=360.0, step=1.0, description="angle θ (°)",
-                          continuous_update=False)
-    delta = W.SelectionSlider(options=[(f"1/{2 ** k}", 2.0 ** -k) for k in range(3, 8)], value=2.0 ** -5,
-                              description="mesh δ", continuous_update=False)
-    m = W.Dropdown(options=sorted(k for k in nets if isinstance(k, int)), value=sorted(k for k in nets if isinstance(k, int))[0],
-                   description="m", disabled=True)
-    operator = W.Dropdown(options=[(v, k) for k, v in OPERATOR_LABELS.items()], value="maxpool",
-                          description="operator", layout=W.Layout(width="360px"),
-                          style={"description_width": "initial"})
+    orders = sorted(k for k in nets if isinstance(k, int))
+    angle_w = W.FloatSlider(value=angle_deg, min=0.0, max=360.0, step=1.0, description="angle θ (°)",
+                            continuous_update=False)
+    delta_w = W.SelectionSlider(options=[(f"1/{2 ** k}", 2.0 ** -k) for k in range(3, 8)], value=delta,
+                                description="mesh δ", continuous_update=False)
+    m_w = W.Dropdown(options=orders, value=m if m in orders else orders[0], description="m",
+                     disabled=operator != "rote", layout=W.Layout(width="120px"))
+    widest = max(len(v) for v in OPERATOR_LABELS.values())
+    operator_w = W.Dropdown(options=[(v, k) for k, v in OPERATOR_LABELS.items()], value=operator,
+                            description="operator", layout=W.Layout(width=f"{widest + 12}ch"),
+                            style={"description_width": "initial"})
 
     def only_for_rote(_=None):  # m is a choice of the Rot-E network only; the others ignore it
-        m.disabled = operator.value != "rote"
+        m_w.disabled = operator_w.value != "rote"
 
-    operator.observe(only_for_rote, names="value")
-    out = live_figure((angle, delta, m, operator), lambda: draw_explorer(
-        field, operator.value, angle.value, delta.value, m.value, nets=nets, envelope=envelope,
+    operator_w.observe(only_for_rote, names="value")
+    out = live_figure((angle_w, delta_w, m_w, operator_w), lambda: draw_explorer(
+        field, operator_w.value, angle_w.value, delta_w.value, m_w.value, nets=nets, envelope=envelope,
         measured=measured, G=G, radius=radius))
-    return W.VBox([W.HBox([operator, m]), W.HBox([angle, delta]), out])
+    return W.VBox([W.HBox([operator_w, m_w]), W.HBox([angle_w, delta_w]), out])
 
 
 def draw_unet_map(net, fields, delta: float, angle_deg: float, name: str = "U-Net", radius: float = 0.8):
@@ -474,13 +480,14 @@ def draw_unet_map(net, fields, delta: float, angle_deg: float, name: str = "U-Ne
     return fig, value
 
 
-def unet_map_explorer(nets: dict, fields, delta: float, radius: float = 0.8):
-    """ipywidgets: pick a U-Net and an angle; redraws ``draw_unet_map``."""
+def unet_map_explorer(nets: dict, fields, delta: float, radius: float = 0.8, name: str | None = None,
+                      angle_deg: float = 22.5):
+    """ipywidgets: pick a U-Net and an angle (starting at ``name``, ``angle_deg``); redraws ``draw_unet_map``."""
     import ipywidgets as W
 
-    angle = W.FloatSlider(value=22.5, min=0.0, max=360.0, step=2.5, description="angle θ (°)",
+    angle = W.FloatSlider(value=angle_deg, min=0.0, max=360.0, step=2.5, description="angle θ (°)",
                           continuous_update=False)
-    which = W.Dropdown(options=list(nets), value=next(iter(nets)), description="network")
+    which = W.Dropdown(options=list(nets), value=name if name in nets else next(iter(nets)), description="network")
     out = live_figure((angle, which), lambda: draw_unet_map(nets[which.value], fields, delta, angle.value,
                                                            which.value, radius))
     return W.VBox([W.HBox([which, angle]), out])
