@@ -44,10 +44,10 @@ from tqdm.auto import tqdm
 from ..checkpoint import export_checkpoint, load_checkpoint, load_model, save_checkpoint
 from ..data import FusionFolder, SyntheticPairs
 from ..diffusion import get_schedule, training_loss
-from ..fuse import resolve_checkpoint
 from ..runtime import tf32_precision
 from ..synthesis import LayeredPairs, library_for
 from ..unet import ReDiffuseUNet, count_parameters, set_grad_checkpoint
+from ..weights import resolve_checkpoint
 from .config import (DATA_KEYS, LR_SCHEDULES, PRECISIONS, PRESETS, RUN_FILES, RUNTIME_KEYS, TrainConfig,
                      check_run_folder, config_differences, jsonable, model_kwargs, new_run_config, preset_config,
                      read_losses, read_run_config, resolve_precision, resume_config, run_exists)
