@@ -182,3 +182,53 @@ def test_architecture_document_names_every_layer():
         assert name in text, name
         for member in members - {""}:
             assert f"`{member}`" in text, f"docs/architecture.md does not mention `{member}`"
+
+
+# Size limits: a module longer than this, or a function, is split unless docs/architecture.md lists it
+# under "Size limits" with its reason ("- `path` (N lines): why" or "- `path:function` (N lines): why").
+MODULE_LINES = 600
+FUNCTION_LINES = 80
+
+
+def _size_exceptions() -> dict[str, int]:
+    import re
+
+    text = (PKG.parent / "docs" / "architecture.md").read_text()
+    section = text.split("## Size limits", 1)[1].split("\n## ", 1)[0] if "## Size limits" in text else ""
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^- `([^`]+)` \((\d+) lines\): \S", section, re.M)}
+
+
+def _sizes() -> dict[str, int]:
+    """Lines of every module (``rediffuse/x.py``) and function (``rediffuse/x.py:name``, methods as
+    ``Class.name``) of the package."""
+    out: dict[str, int] = {}
+    for path in sorted(PKG.rglob("*.py")):
+        rel = str(path.relative_to(PKG.parent))
+        out[rel] = len(path.read_text().splitlines())
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            body = getattr(node, "body", [])
+            for fn in body if isinstance(body, list) else []:
+                if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    owner = f"{node.name}." if isinstance(node, ast.ClassDef) else ""
+                    out[f"{rel}:{owner}{fn.name}"] = fn.end_lineno - fn.lineno + 1
+    return out
+
+
+def test_modules_and_functions_stay_small():
+    allowed = _size_exceptions()
+    too_big = []
+    for name, lines in _sizes().items():
+        limit = MODULE_LINES if ":" not in name else FUNCTION_LINES
+        if lines > max(limit, allowed.get(name, 0)):
+            too_big.append(f"{name}: {lines} lines (limit {allowed.get(name, limit)})")
+    assert not too_big, ("split these, or list them with a reason under 'Size limits' in docs/architecture.md:\n"
+                         + "\n".join(too_big))
+
+
+def test_size_exceptions_are_still_needed():
+    sizes = _sizes()
+    for name, limit in _size_exceptions().items():
+        assert name in sizes, f"docs/architecture.md lists {name}, which does not exist"
+        default = MODULE_LINES if ":" not in name else FUNCTION_LINES
+        assert sizes[name] > default, f"{name} is {sizes[name]} lines now: remove it from the exceptions"
