@@ -19,6 +19,11 @@ import time
 import numpy as np
 
 from rediffuse import metrics as M
+
+try:  # the phase-congruency filter bank, cached per image size (rediffuse.metrics.phase since issue 26)
+    from rediffuse.metrics.phase import _pc_bank
+except ImportError:  # pragma: no cover - the single-module layout before it
+    _pc_bank = M._pc_bank
 from rediffuse.paths import dataset_dir, reference_dir
 
 
@@ -70,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"triple: {label}, shape {a.shape}, {args.threads} thread(s), median of {args.repeat} calls\n")
     results = {"triple": label, "shape": list(a.shape), "threads": args.threads, "repeat": args.repeat, "rows": []}
 
-    M._pc_bank.cache_clear()
+    _pc_bank.cache_clear()
     t0, c0 = time.perf_counter(), time.process_time()
     first = M.evaluate(a, b, f)
     first_call = (time.perf_counter() - t0, time.process_time() - c0)
