@@ -33,16 +33,17 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Sequence
 
 import cv2
 import numpy as np
 from skimage.registration import phase_cross_correlation
 
+from .data.colour import luma  # noqa: F401 (registration works on it; importable from here too)
+
 __all__ = [
     "MOTIONS", "ALIGN_MODES", "MAX_SIDE", "CHECK_SIDE", "AUTO_THRESHOLD_PX", "MIN_CORRELATION",
     "Registration", "RegistrationError", "Pyramid", "register", "luma", "warp", "displacement", "grid_points",
-    "grid_rms", "similarity_matrix", "register_stack", "AUTO_RESIDUAL", "phase_agreement", "warp_residual",
+    "grid_rms", "similarity_matrix", "AUTO_RESIDUAL", "phase_agreement", "warp_residual",
 ]
 
 #: Registration models, fewest parameters first.
@@ -100,19 +101,6 @@ class Registration:
     @property
     def is_identity(self) -> bool:
         return bool(np.array_equal(self.matrix, np.eye(3)))
-
-
-def luma(img: np.ndarray) -> np.ndarray:
-    """Luminance ``[H, W]`` float32 in the 0–255 scale of a grey or RGB image (uint8, or float/uint16
-    already in the 0–255 scale), computed in row strips (no full float64 copy of a 24-MP frame)."""
-    a = np.asarray(img)
-    if a.ndim == 2:
-        return a.astype(np.float32, copy=False)
-    y = np.empty(a.shape[:2], np.float32)
-    coef = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601, as rediffuse.data.luminance
-    for r in range(0, a.shape[0], 512):
-        y[r:r + 512] = a[r:r + 512].astype(np.float32) @ coef
-    return y
 
 
 class Pyramid:
@@ -318,29 +306,3 @@ def warp(img: np.ndarray, matrix: np.ndarray, interpolation: int = cv2.INTER_LAN
                                     flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
                                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return out.reshape(img.shape), valid.astype(bool)
-
-
-def register_stack(frames: Sequence[np.ndarray], motion: str = "similarity", reference: int = 0,
-                   max_side: int = MAX_SIDE) -> list[Registration]:
-    """Register every frame of an in-memory stack to ``frames[reference]``: one :class:`Registration`
-    per frame (the reference's is the identity). Each frame starts from its predecessor's estimate
-    when that one is known (neighbours in a stack move alike), else from phase correlation; a
-    frame that fails that way is retried from phase correlation before the error is raised."""
-    if not 0 <= reference < len(frames):
-        raise ValueError(f"reference must be an index into the {len(frames)} frames, got {reference}")
-    ref = Pyramid(luma(frames[reference]), max_side)
-    out: list[Registration | None] = [None] * len(frames)
-    out[reference] = Registration(np.eye(3), motion, 1.0)
-    prev = None
-    for i, f in enumerate(frames):
-        if i == reference:
-            continue
-        pyr = Pyramid(luma(f), max_side)
-        try:
-            out[i] = register(ref, pyr, motion, init=prev)
-        except RegistrationError:
-            if prev is None:
-                raise RegistrationError(f"frame {i + 1} cannot be registered to frame {reference + 1}") from None
-            out[i] = register(ref, pyr, motion)
-        prev = out[i].matrix
-    return out  # type: ignore[return-value]

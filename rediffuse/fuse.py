@@ -50,7 +50,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .align import ALIGN_MODES
-from .data import luminance, tensor_to_image, ycbcr_to_rgb
+from .data import luma, tensor_to_image, ycbcr_to_rgb
 from .evidence import Evidence
 from .fusion_model import (DEFAULT_SPEED, GUIDE_EPS, GUIDE_RADIUS, MIN_WORKING_SIDE, PRECISIONS, SPEEDS,
                            SamplingModel, SamplingSettings, guided_upsample)
@@ -240,16 +240,6 @@ def _quantise(v: np.ndarray, bits: int) -> np.ndarray:
     return np.clip(np.rint(v * 257.0), 0, 65535).astype(np.uint16)
 
 
-def _luma(img: np.ndarray) -> np.ndarray:
-    """Y (float32, 0–255) computed in row strips (no full-size float64 copy of a colour image)."""
-    if img.ndim == 2:
-        return img.astype(np.float32)
-    y = np.empty(img.shape[:2], np.float32)
-    for s in strips(img.shape[0]):
-        y[s] = luminance(img[s])
-    return y
-
-
 def check_stack(arrays: Sequence[np.ndarray], names: Sequence[str], min_side: int = MIN_SIDE) -> None:
     """Refuse (one-line ``ValueError``) a stack whose images differ in size or are too small."""
     check_sizes([a.shape[:2] for a in arrays], names, min_side)
@@ -398,9 +388,9 @@ def _output(fused: torch.Tensor, cbcr: tuple[np.ndarray, np.ndarray] | None, bit
     if rgb:
         if bits == 8:  # the 8-bit path exactly as before, so 8-bit results never change
             out8 = tensor_to_image(fused[0])
-            return out8 if colour else np.clip(np.rint(_luma(out8)), 0, 255).astype(np.uint8)
+            return out8 if colour else np.clip(np.rint(luma(out8)), 0, 255).astype(np.uint8)
         v = np.moveaxis((fused[0].cpu().double().numpy() + 1.0) * 127.5, 0, -1)
-        return _quantise(v if colour else _luma(np.clip(v, 0, 255)), 16)
+        return _quantise(v if colour else luma(np.clip(v, 0, 255)), 16)
     y = (fused[0, 0].cpu().numpy().astype(np.float32) + np.float32(1.0)) * np.float32(127.5)
     del fused
     if cbcr is None:

@@ -47,9 +47,9 @@ import numpy as np
 import torch
 
 from .align import (AUTO_RESIDUAL, AUTO_THRESHOLD_PX, CHECK_SIDE, MAX_SIDE, Pyramid, Registration,
-                    RegistrationError, displacement, luma, register, warp, warp_residual)
+                    RegistrationError, displacement, register, warp, warp_residual)
 from .atomic import LOGIT_PREFIX, disk_full, remove_stale_temps
-from .data import image_to_tensor, rgb_to_ycbcr
+from .data import image_to_tensor, luma, rgb_to_ycbcr
 from .evidence import Evidence
 from .imageio import TiffPage, image_size, write_image
 from .orientation import turn

@@ -3,9 +3,17 @@ import numpy as np
 import pytest
 
 from rediffuse.align import (MOTIONS, Pyramid, RegistrationError, displacement, grid_rms, luma, register,
-                             register_stack, similarity_matrix, warp)
+                             similarity_matrix, warp)
 from rediffuse.metrics import psnr
+from rediffuse.stack import FrameReader
 from stacks import misaligned_stack
+
+
+def register_stack(frames, motion):
+    """Every frame registered to the first the way `fuse` does it (stack.FrameReader)."""
+    reader = FrameReader(lambda i: (frames[i], 8), [f"frame {i + 1}" for i in range(len(frames))])
+    reader.survey(motion)
+    return reader.registrations
 
 
 @pytest.mark.parametrize("motion", MOTIONS)

@@ -15,14 +15,14 @@ Conventions shared by every model and script of the project:
 """
 from __future__ import annotations
 
-from .colour import (center_crop, fuse_chroma, image_to_tensor, luminance, recombine, recombine_float, rgb_to_ycbcr,
+from .colour import (center_crop, fuse_chroma, image_to_tensor, luma, luminance, recombine, recombine_float, rgb_to_ycbcr,
                      tensor_to_image, ycbcr_to_rgb)
 from .folders import NYU_TEST_STEMS, NYU_TRAIN_STEMS, FusionFolder
 from .synthetic import (DEFAULT_SYNTHETIC_DIR, SKIMAGE_PHOTOS, SyntheticPairs, blur, focus_mask,
                         generate_synthetic_folder, make_pair, shape_field, skimage_depth, skimage_photo)
 
 __all__ = [
-    "rgb_to_ycbcr", "ycbcr_to_rgb", "luminance", "fuse_chroma", "recombine", "recombine_float",
+    "rgb_to_ycbcr", "ycbcr_to_rgb", "luminance", "luma", "fuse_chroma", "recombine", "recombine_float",
     "image_to_tensor", "tensor_to_image", "center_crop",
     "FusionFolder", "NYU_TRAIN_STEMS", "NYU_TEST_STEMS",
     "SKIMAGE_PHOTOS", "skimage_photo", "skimage_depth",

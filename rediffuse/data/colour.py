@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-__all__ = ["rgb_to_ycbcr", "ycbcr_to_rgb", "luminance", "fuse_chroma", "recombine", "recombine_float",
+__all__ = ["rgb_to_ycbcr", "ycbcr_to_rgb", "luminance", "luma", "fuse_chroma", "recombine", "recombine_float",
            "image_to_tensor", "tensor_to_image", "center_crop"]
 
 _KR, _KB = 0.299, 0.114
@@ -51,6 +51,21 @@ def luminance(img: np.ndarray) -> np.ndarray:
     if a.ndim == 2:
         return a.astype(np.float64)
     return _check_rgb(a, "luminance") @ _RGB2YCC[0]
+
+
+def luma(img: np.ndarray, rows: int = 512) -> np.ndarray:
+    """Y ``[H, W]`` float32 (0–255 scale) of a grey or RGB image (uint8, or float/uint16 already in the
+    0–255 scale), the :func:`luminance` coefficients in float32 and ``rows`` rows at a time: no
+    float64 copy of a 24-MP frame. A grey image is returned as float32 (no copy if it already is)."""
+    a = np.asarray(img)
+    if a.ndim == 2:
+        return a.astype(np.float32, copy=False)
+    _check_rgb(a[:1, :1], "luma")
+    y = np.empty(a.shape[:2], np.float32)
+    coef = _RGB2YCC[0].astype(np.float32)
+    for r in range(0, a.shape[0], rows):
+        y[r:r + rows] = a[r:r + rows].astype(np.float32) @ coef
+    return y
 
 
 def fuse_chroma(chroma: Sequence[np.ndarray]) -> np.ndarray:
