@@ -88,7 +88,7 @@ class exact_precision(tf32_precision):
     """Turn TF32 off for CUDA matmuls and cuDNN convolutions (full float32 arithmetic).
 
     Equivariance checks compare outputs to ~1e-5, which TF32's 10-bit mantissa cannot meet on
-    Ampere and later GPUs (a quarter-turned fused image then differs by up to ~0.02 grey levels
+    Ampere and later GPUs (a quarter-turned fused image then differs by hundredths of a grey level
     instead of ~1e-5). Fusion, evaluation and every equivariance check run inside it. Calling
     ``exact_precision()`` switches TF32 off for the rest of the process; ``with exact_precision():``
     restores the previous flags on exit.

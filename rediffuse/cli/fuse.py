@@ -192,7 +192,7 @@ def _add_sampling_options(p: argparse.ArgumentParser) -> None:
                         f"default: {DEFAULT_SPEED_NAME} for weight-map models, quality for the others")
     p.add_argument("--scale", type=_fraction, metavar="F", default=None,
                    help="resolution of the last sampling step as a fraction of the image side, overriding the "
-                        "speed's (quality and balanced 1, fast 0.5); example: --scale 0.75")
+                        "speed's (the full side for quality and balanced, half of it for fast); example: --scale 0.75")
     p.add_argument("--working-size", type=_megapixels, metavar="MP", default=None,
                    help="the most megapixels the last sampling step works on: larger images are processed "
                         "scaled down to it and their weight maps upsampled along the edges (balanced 4, fast 1, "

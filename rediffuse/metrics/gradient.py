@@ -131,8 +131,8 @@ def qabf(a, b, f) -> float:
 
     Same constants as QG 2019 but Sobel by true convolution, α = π/2 where g_x = 0 and, quirks
     kept for comparability, G = g_F where g_S == g_F, on grey levels scaled by 255 as VIFB's
-    ``255*im2double`` of a double image does. Stays within ~0.0015 of QG. NaN when neither
-    source has any gradient.
+    ``255*im2double`` of a double image does. Stays close to QG (``benchmarks/bench_metrics.py``
+    measures by how much). NaN when neither source has any gradient.
     """
     return _qabf(*_prepare(a, b, f, min_side=1))
 
