@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     parameters = {name: parse_parameter(value) for name, value in args.parameter}
     results = run_tutorial(args.output, smoke=not args.full, device=device, only=args.only or None,
                            parameters=parameters, overwrite=args.overwrite)
-    for stem, res in results.items():
-        print(f"{stem}: {res.get('wall_s', float('nan')):.0f} s  -> {args.output}/{stem}.ipynb")
+    # each notebook's line was printed as it ended; one line for the whole run
+    total = sum(res.get("wall_s", 0.0) for res in results.values())
+    print(f"{len(results)} notebook{'s' if len(results) != 1 else ''} in {total:.0f} s -> {args.output}/")
     return 0
