@@ -32,6 +32,8 @@ about unencrypted TCP on every run.
 from __future__ import annotations
 
 import ast
+import concurrent.futures
+import contextlib
 import json
 import math
 import os
@@ -326,8 +328,12 @@ def run_notebook(notebook: Path | str, output_dir: Path | str = DEFAULT_OUTPUT, 
 def run_tutorial(output_dir: Path | str = DEFAULT_OUTPUT, *, smoke: bool = True, device: str = "auto",
                  only: list[str] | None = None, parameters: dict[str, Any] | None = None,
                  overwrite: bool = False, say: Callable[[str], None] | None = _say,
-                 heartbeat: float = HEARTBEAT_S) -> dict[str, dict]:
+                 heartbeat: float = HEARTBEAT_S, jobs: int = 1) -> dict[str, dict]:
     """Run every tutorial notebook in order; return ``{stem: results}``.
+
+    ``jobs``: how many notebooks run side by side, each in its own kernel (its networks use one
+    thread each). Only the small configuration runs more than one at a time: there no notebook reads
+    another's output, while the full one hands 03's trained model to 04.
 
     ``say`` hears, one line at a time: which data is missing (once, before the first notebook), each
     notebook's name as it starts, a status line whenever a notebook has been silent for ``heartbeat``
@@ -354,7 +360,6 @@ def run_tutorial(output_dir: Path | str = DEFAULT_OUTPUT, *, smoke: bool = True,
         raise ValueError(f"no selected notebook has the parameter {', '.join(unused)}; the notebooks' parameters "
                          "are in the cell tagged 'parameters' of each")
     check_output_dir(output_dir, notebooks, overwrite)
-    out = {}
     quiet = say is None
     say = say or (lambda _line: None)
     say(f"rediffuse tutorial: {len(notebooks)} notebook{'s' * (len(notebooks) != 1)}, "
@@ -362,17 +367,30 @@ def run_tutorial(output_dir: Path | str = DEFAULT_OUTPUT, *, smoke: bool = True,
     missing = missing_data(notebooks)
     if missing:
         say(_missing_data_line(missing))
-    for i, nb in enumerate(notebooks, start=1):
+    lock = threading.Lock()
+
+    def tell(line: str) -> None:  # whole lines, also from notebooks that run side by side
+        with lock:
+            say(line)
+
+    def one(i: int, nb: Path) -> dict:
         mine = {k: v for k, v in parameters.items() if k in known.get(nb.stem, {})}
-        say(f"[{i}/{len(notebooks)}] {nb.stem} …")
+        tell(f"[{i}/{len(notebooks)}] {nb.stem} …")
         n_cells = len(json.loads(nb.read_text())["cells"])
-        log = None if quiet else NotebookLog(nb.stem, n_cells, say, heartbeat)
-        if log is None:
-            out[nb.stem] = run_notebook(nb, output_dir, smoke=smoke, device=device, parameters=mine,
-                                        timeout=SMOKE_CELL_TIMEOUT if smoke else None)
-        else:
-            with log:
-                out[nb.stem] = run_notebook(nb, output_dir, smoke=smoke, device=device, parameters=mine,
-                                            timeout=SMOKE_CELL_TIMEOUT if smoke else None, log=log)
-        say(f"[{i}/{len(notebooks)}] " + result_line(nb.stem, out[nb.stem], output_dir))
-    return out
+        log = None if quiet else NotebookLog(nb.stem, n_cells, tell, heartbeat)
+        with log or contextlib.nullcontext():
+            res = run_notebook(nb, output_dir, smoke=smoke, device=device, parameters=mine,
+                               timeout=SMOKE_CELL_TIMEOUT if smoke else None, log=log)
+        tell(f"[{i}/{len(notebooks)}] " + result_line(nb.stem, res, output_dir))
+        return res
+
+    jobs = max(1, min(int(jobs), len(notebooks))) if smoke else 1
+    if jobs == 1:
+        return {nb.stem: one(i, nb) for i, nb in enumerate(notebooks, start=1)}
+    with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+        futures = {nb.stem: pool.submit(one, i, nb) for i, nb in enumerate(notebooks, start=1)}
+        try:
+            return {stem: f.result() for stem, f in futures.items()}
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # the notebooks not started yet are not started
+            raise

@@ -212,3 +212,31 @@ def test_a_long_cell_is_reported_while_it_runs(tmp_path):
     assert during and during[-1].endswith("| halfway there"), said
     assert tutorial.result_line(nb_path.stem, results, tmp_path / "out").startswith("99_tiny: done in ")
     assert "all good" in tutorial.result_line(nb_path.stem, results, tmp_path / "out")
+
+
+def test_small_notebooks_run_side_by_side_and_the_full_ones_in_order(monkeypatch, tmp_path):
+    """jobs=2: two notebooks run at once (each in its own kernel), the results keep the notebooks'
+    order; the full configuration runs one at a time (04 uses the model 03 trained)."""
+    import threading
+    import time
+
+    running, most = [], [0]
+    lock = threading.Lock()
+
+    def fake_run(nb, output_dir, **kw):
+        with lock:
+            running.append(nb.stem)
+            most[0] = max(most[0], len(running))
+        time.sleep(0.3 if nb.stem.startswith("01") else 0.1)
+        with lock:
+            running.remove(nb.stem)
+        return {"wall_s": 0.1}
+
+    monkeypatch.setattr(tutorial, "run_notebook", fake_run)
+    said = []
+    out = run_tutorial(tmp_path / "a", device="cpu", only=["01", "02", "03"], say=said.append, jobs=2)
+    assert most[0] == 2 and list(out) == ["01_bconv", "02_equivariance_theorems", "03_train_rediffuse"]
+    assert said.index("[2/3] 02_equivariance_theorems …") < next(i for i, s in enumerate(said) if "01_bconv: done" in s)
+    most[0] = 0
+    run_tutorial(tmp_path / "b", device="cpu", only=["01", "02"], smoke=False, say=said.append, jobs=2)
+    assert most[0] == 1
