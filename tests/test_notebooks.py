@@ -238,9 +238,8 @@ def check_03_train_rediffuse(r):
     curves = r["compare"]["x0_curve_psnr"]
     if "weight map (shipped)" in curves:
         assert max(curves["weight map (shipped)"]) - min(curves["weight map (shipped)"]) < 2, curves
-    if r["smoke"]:  # "this notebook's short run has not got there yet": its x̂0 moves by 2 dB or more over t
-        short = curves[f"weight map ({steps} steps)"]
-        assert max(short) - min(short) >= 2, curves
+    if "weight map (shipped)" in curves:  # "this notebook's short run stays below it all the way"
+        assert max(curves[f"weight map ({steps} steps)"]) < min(curves["weight map (shipped)"]), curves
     for name, c in curves.items():
         if name.startswith("ε"):
             assert all(a > b for a, b in zip(c, c[1:])) and c[0] > 45, (name, c)
