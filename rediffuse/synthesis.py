@@ -36,7 +36,7 @@ from .defocus import boundary_band, composite_ground_truth, render_stack, soft_l
 from .imageio import IMAGE_EXTENSIONS, read_image, write_image
 from .paths import dataset_dir
 
-__all__ = ["PhotoLibrary", "LayeredPairs", "library_for", "default_photo_root", "scene_labels", "write_validation_set",
+__all__ = ["PhotoLibrary", "LayeredPairs", "LayeredStackItems", "library_for", "default_photo_root", "scene_labels", "write_validation_set",
            "DEFAULT_FOLDER_WEIGHTS", "MAX_RADIUS"]
 
 #: Sampling weight per top-level photo folder (architecture-heavy Urban100 weighted down).
@@ -274,6 +274,56 @@ class LayeredPairs(Dataset):
         out["band"] = torch.from_numpy(d["band"])
         out["stem"] = d["stem"]
         return out
+
+
+
+class LayeredStackItems(Dataset):
+    """Training items for stacks, drawn as ``rediffuse.fuse`` uses the pair network on them: from a
+    layered stack of N frames (N drawn from 2 … ``max_frames`` per item), frame i against the mean of
+    the others.
+
+    Item ``index`` (a pure function of ``seed``, epoch and ``index``, like :class:`LayeredPairs`):
+    ``"A"`` frame i ``[C, S, S]`` in [-1, 1]; ``"B"`` the mean of the other N − 1 frames (each in
+    [-1, 1], as ``stack.fuse_softmax`` forms it); ``"GT"`` the truth where frame i is the sharpest
+    frame of the stack and ``B`` elsewhere, so the weight map that reproduces it is 1 exactly where
+    frame i should win the softmax over frames and 0 where another frame should (against the mean
+    of the rest, a frame of the second-best blur looks sharp too: the target says it is not);
+    ``"band"`` bool ``[S, S]``. For N = 2 this is a pair whose target is the truth where A is the
+    sharper frame and B where B is.
+    """
+
+    def __init__(self, library: PhotoLibrary, n: int = 10_000, size: int = 128, max_frames: int = 8,
+                 seed: int = 0, nuisances: bool = True) -> None:
+        if max_frames < 2:
+            raise ValueError(f"max_frames must be at least 2, got {max_frames}")
+        self.max_frames, self.n, self.seed, self.epoch = int(max_frames), int(n), int(seed), 0
+        # one renderer per stack length; each draws its scene from (seed, epoch, index) as LayeredPairs does
+        self.stacks = {k: LayeredPairs(library, n=n, size=size, frames=k, seed=seed, nuisances=nuisances)
+                       for k in range(2, self.max_frames + 1)}
+
+    def __len__(self) -> int:
+        return self.n
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        for ds in self.stacks.values():
+            ds.set_epoch(epoch)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rng = np.random.default_rng([self.seed, self.epoch, index, 1])  # the choice of N and i only
+        frames = int(rng.integers(2, self.max_frames + 1))
+        i = int(rng.integers(frames))
+        ds = self.stacks[frames]
+        d = ds.sample(index)
+        to_unit = lambda a: torch.from_numpy(  # noqa: E731
+            (a.astype(np.float32) / 127.5 - 1)[None] if a.ndim == 2 else
+            (a.astype(np.float32) / 127.5 - 1).transpose(2, 0, 1).copy())
+        ys = [to_unit(d[k]) for k in ds.keys]
+        a = ys[i]
+        b = (sum(ys) - a) / (frames - 1)
+        wins = torch.from_numpy(d["sharpest"] == i)[None]
+        return {"A": a, "B": b, "GT": torch.where(wins, to_unit(d["GT"]), b), "band": torch.from_numpy(d["band"]),
+                "stem": f"{d['stem']}-{frames}f{i}"}
 
 
 def default_photo_root() -> Path | None:

@@ -9,7 +9,7 @@ from PIL import Image
 from rediffuse.defocus import boundary_band, composite_ground_truth, psf_bank, render_stack, soft_layers
 from rediffuse.equivariance import equivariance_error
 from rediffuse.layers import FieldAttention, RotE
-from rediffuse.synthesis import LayeredPairs, PhotoLibrary, scene_labels
+from rediffuse.synthesis import LayeredPairs, LayeredStackItems, PhotoLibrary, scene_labels
 from rediffuse.unet import ReDiffuseUNet
 
 
@@ -151,6 +151,49 @@ def test_unet_with_bottleneck_attention_is_exactly_equivariant():
     assert max(equivariance_error(net, x, k, forward_kwargs={"t": t}) for k in (1, 3)) <= 1e-5
     plain = _randomised(ReDiffuseUNet(conv="plain", base=16, mults=(1, 2, 4, 8, 8), groups=4, attention=4))
     assert equivariance_error(plain, x, 1, forward_kwargs={"t": t}) > 1e-2
+
+
+
+def test_stack_items_are_one_frame_against_the_mean_of_the_rest(photo_folder):
+    """Each item is what ``fuse`` hands the network for frame i of an N-frame stack, and its target
+    is the truth where frame i is the sharpest frame and the rest's mean elsewhere."""
+    lib = PhotoLibrary(photo_folder, "train", val_fraction=0.2)
+    ds = LayeredStackItems(lib, n=40, size=32, max_frames=5, seed=2)
+    seen = set()
+    for index in range(40):
+        item = ds[index]
+        frames, i = (int(x) for x in item["stem"].rsplit("-", 1)[1].split("f"))
+        seen.add(frames)
+        d = ds.stacks[frames].sample(index)  # the stack the item was cut from
+        ys = [torch.from_numpy(d[k].astype(np.float32) / 127.5 - 1)[None] for k in ds.stacks[frames].keys]
+        assert torch.equal(item["A"], ys[i])
+        rest = [y for k, y in enumerate(ys) if k != i]
+        assert torch.allclose(item["B"], sum(rest) / len(rest), atol=1e-6)
+        wins = torch.from_numpy(d["sharpest"] == i)[None]
+        gt = torch.from_numpy(d["GT"].astype(np.float32) / 127.5 - 1)[None]
+        assert torch.equal(item["GT"][wins], gt[wins]) and torch.equal(item["GT"][~wins], item["B"][~wins])
+        assert item["band"].shape == (32, 32) and item["GT"].shape == (1, 32, 32)
+    assert seen == {2, 3, 4, 5}  # every stack length up to max_frames is drawn
+    again = LayeredStackItems(lib, n=40, size=32, max_frames=5, seed=2)[7]
+    assert torch.equal(again["GT"], ds[7]["GT"]) and again["stem"] == ds[7]["stem"]
+    ds.set_epoch(1)
+    assert not torch.equal(ds[7]["A"], again["A"])
+    with pytest.raises(ValueError, match="max_frames"):
+        LayeredStackItems(lib, max_frames=1)
+
+
+def test_training_on_stack_items_runs(photo_folder, tmp_path):
+    from rediffuse.train import TrainConfig, train
+
+    cfg = TrainConfig(layered=50, stack_frames=4, photos=str(photo_folder), crop=32, batch=2, steps=2,
+                      prediction="weights", loss="l1_grad", T=50,
+                      model=dict(base=8, mults=(1, 2, 2), conv="bconv", groups=2, emb_dim=16, attention=2))
+    summary = train(cfg, tmp_path / "run", progress=False)
+    assert summary["steps_run"] == 2 and all(np.isfinite(summary["losses"]))
+    for bad, word in [(dict(stack_frames=1), "stack_frames"), (dict(stack_frames=-2), "stack_frames"),
+                      (dict(layered=0, synthetic=4), "layered")]:
+        with pytest.raises(ValueError, match=word):
+            TrainConfig(**{**cfg.__dict__, **bad}).validate()
 
 
 def test_training_on_layered_pairs_runs_and_learns_something(photo_folder, tmp_path):

@@ -45,7 +45,7 @@ from ..checkpoint import export_checkpoint, load_checkpoint, load_model, save_ch
 from ..data import FusionFolder, SyntheticPairs
 from ..diffusion import get_schedule, training_loss
 from ..runtime import tf32_precision
-from ..synthesis import LayeredPairs, library_for
+from ..synthesis import LayeredPairs, LayeredStackItems, library_for
 from ..unet import ReDiffuseUNet, count_parameters, set_grad_checkpoint
 from ..weights import resolve_checkpoint
 from .config import (DATA_KEYS, LR_SCHEDULES, PRECISIONS, PRESETS, RUN_FILES, RUNTIME_KEYS, TrainConfig,
@@ -74,7 +74,11 @@ def build_dataset(cfg: TrainConfig):
         parts.append(SyntheticPairs(cfg.synthetic, size=cfg.crop, seed=cfg.seed, y_only=y_only, cache=True))
     if cfg.layered:
         library = library_for(cfg.photos or None, "train", y_only)
-        parts.append(LayeredPairs(library, n=cfg.layered, size=cfg.crop, seed=cfg.seed))
+        if cfg.stack_frames:
+            parts.append(LayeredStackItems(library, n=cfg.layered, size=cfg.crop, max_frames=cfg.stack_frames,
+                                           seed=cfg.seed))
+        else:
+            parts.append(LayeredPairs(library, n=cfg.layered, size=cfg.crop, seed=cfg.seed))
     if not parts:
         raise ValueError("no training data: give data folders (with A/, B/, GT/), synthetic=N and/or layered=N")
     return ConcatDataset(parts)

@@ -44,6 +44,7 @@ class TrainConfig:
     exclude: list[str] = field(default_factory=list)  # stems held out (e.g. NYU 091–100)
     synthetic: int = 0  # synthetic pairs (skimage photos) mixed in
     layered: int = 0  # pairs per epoch drawn with the layered defocus model from the photos in `photos`
+    stack_frames: int = 0  # ≥ 2: each layered item is one frame of a stack of 2 … this many against the mean of the rest
     photos: str = ""  # folder tree of all-in-focus photos ("" = <shared>/data/photos)
     crop: int = 64
     augment: bool = True  # random rot90 + flip of the folder crops (synthetic/layered pairs are drawn turned anyway)
@@ -92,6 +93,11 @@ class TrainConfig:
             raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
             raise ValueError(f"warmup must be a whole number ≥ 0, got {self.warmup!r}")
+        if isinstance(self.stack_frames, bool) or not isinstance(self.stack_frames, int) or self.stack_frames < 0 \
+                or self.stack_frames == 1:
+            raise ValueError(f"stack_frames must be 0 (pairs) or a whole number ≥ 2, got {self.stack_frames!r}")
+        if self.stack_frames and not self.layered:
+            raise ValueError("stack_frames needs layered=N: stacks are drawn with the layered defocus model")
         if not (self.band_weight >= 0 and math.isfinite(self.band_weight)):
             raise ValueError(f"band_weight must be a number ≥ 0, got {self.band_weight!r}")
         if self.band_weight and (self.data or self.synthetic or not self.layered):
