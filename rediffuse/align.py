@@ -36,7 +36,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from skimage.registration import phase_cross_correlation
 
 from .data.colour import luma  # noqa: F401 (registration works on it; importable from here too)
 
@@ -232,6 +231,8 @@ def warp_residual(reference: Pyramid, frame: Pyramid, matrix: np.ndarray) -> flo
 
 def _phase_shift(ref: np.ndarray, mov: np.ndarray) -> np.ndarray:
     """Translation matrix (level coordinates) from phase correlation: ``mov(p + d) ≈ ref(p)``."""
+    from skimage.registration import phase_cross_correlation  # here: a fusion that registers nothing never imports it
+
     with warnings.catch_warnings():
         # its RMS error is not used here, and on a flat (all-black) frame scikit-image warns that it has none
         warnings.filterwarnings("ignore", message="Could not determine RMS error", category=UserWarning)

@@ -37,12 +37,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+import cv2
 import numpy as np
 import torch
 
@@ -290,15 +292,35 @@ class FrameReader:
         return err
 
     def _refine(self, coarse: list[Registration], motion: str) -> list[Registration]:
-        """Full-precision registration (levels up to ``MAX_SIDE``) from coarse estimates."""
+        """Full-precision registration (levels up to ``MAX_SIDE``) from coarse estimates. Each frame
+        starts from its own estimate, so frames are registered side by side, one per thread of
+        ``torch.get_num_threads()`` (decoding, pyramids and ECC release the GIL; ECC's result does
+        not depend on OpenCV's thread count), at the memory of one frame per thread."""
         ref, _ = self.load(self.reference)
         ref_pyr = Pyramid(luma(ref), MAX_SIDE)
         del ref
+
+        def one(i: int) -> Registration:
+            a, _ = self.load(i)
+            pyr = Pyramid(luma(a), MAX_SIDE)
+            del a
+            return self._register(ref_pyr, pyr, motion, coarse[i].matrix, i)
+
+        todo = [i for i in range(self.n) if i != self.reference]
+        workers = max(1, min(len(todo), torch.get_num_threads()))
         out = list(coarse)
-        for i in range(self.n):
-            if i != self.reference:
-                a, _ = self.load(i)
-                out[i] = self._register(ref_pyr, Pyramid(luma(a), MAX_SIDE), motion, coarse[i].matrix, i)
+        if workers == 1:
+            for i in todo:
+                out[i] = one(i)
+            return out
+        cv2_threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)  # one ECC per thread: OpenCV's own pool would only contend with ours
+        try:
+            with ThreadPoolExecutor(workers) as pool:
+                for i, reg in zip(todo, pool.map(one, todo)):  # the first failing frame raises, as in order
+                    out[i] = reg
+        finally:
+            cv2.setNumThreads(cv2_threads)
         return out
 
 

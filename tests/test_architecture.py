@@ -31,8 +31,10 @@ LAYERS: list[tuple[str, set[str]]] = [
 # zmq and jupyter_client arrive with papermill: the tutorial configures the kernels it starts)
 OPTIONAL = {"papermill", "ipywidgets", "tifffile", "traitlets", "zmq", "jupyter_client"}
 # heavy modules that only a rarely used path needs, imported where it runs so that `rediffuse fuse`
-# does not pay for them at start-up: scipy.signal (about a second; the disk blur of synthetic pairs)
-LAZY = {"scipy.signal"}
+# does not pay for them at start-up: scipy.signal (about a second; the disk blur of synthetic pairs);
+# scikit-image's registration (phase correlation starts a registration), sample photos and resize
+# (synthetic pairs): `rediffuse fuse` imports none of them before it needs them
+LAZY = {"scipy.signal", "skimage.registration", "skimage.data", "skimage.transform"}
 
 
 def _module_name(path: Path) -> str:
@@ -168,10 +170,11 @@ def _loaded_after(statement: str) -> set[str]:
 @pytest.mark.slow
 def test_the_inference_path_loads_no_trainer():
     """`import rediffuse.fuse` loads neither the trainer nor any torch.distributed module beyond what
-    `import torch` itself loads."""
+    `import torch` itself loads, nor scikit-image (see LAZY)."""
     torch_only = _loaded_after("import torch")
     fuse = _loaded_after("import rediffuse.fuse")
     assert "rediffuse.train" not in fuse
+    assert not {m for m in fuse if m.split(".")[0] == "skimage"}
     extra_dist = {m for m in fuse - torch_only if m.startswith("torch.distributed")}
     assert not extra_dist, sorted(extra_dist)
 

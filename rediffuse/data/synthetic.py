@@ -10,10 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import skimage.data as skd
 import torch
 from scipy import ndimage
-from skimage.transform import resize
 from torch.utils.data import Dataset
 
 from ..imageio import write_image
@@ -33,6 +31,8 @@ DEFAULT_SYNTHETIC_DIR = REPO_ROOT / "data" / "generated" / "synthetic"
 
 @lru_cache(maxsize=None)
 def _load_skimage(name: str) -> tuple[np.ndarray, np.ndarray | None]:
+    import skimage.data as skd  # here, not at import: fusing needs none of scikit-image's data
+
     if name == "motorcycle_left":
         left, _right, disp = skd.stereo_motorcycle()
         disp = np.asarray(disp, dtype=np.float64)
@@ -300,6 +300,8 @@ class SyntheticPairs(Dataset):
         left = int(rng.integers(0, w - win + 1))
         patch = img[top : top + win, left : left + win]
         if win != s:
+            from skimage.transform import resize  # here, not at import (as skimage.data above)
+
             patch = resize(patch, (s, s), order=1, anti_aliasing=win > s, preserve_range=True)
             patch = np.clip(np.rint(patch), 0, 255).astype(np.uint8)
         dpatch = None
