@@ -58,10 +58,19 @@ from .orientation import turn
 
 __all__ = ["FrameReader", "StackInfo", "OnlineSoftmax", "accumulate", "fuse_softmax", "fuse_fold", "check_sizes",
            "check_pixels", "default_max_pixels", "machine_memory", "FUSION_BYTES_PER_PIXEL",
-           "write_depth_map", "write_weight_maps", "logit_store", "TAU", "STRIP_ROWS", "strips"]
+           "write_depth_map", "write_weight_maps", "logit_store", "TAU", "STRIP_ROWS", "strips", "coverage_penalty",
+           "FEATHER", "FEATHER_LOGIT"]
 
 #: Temperature of the softmax over the frames' logits: τ = 2 makes the N = 2 case σ((l_A − l_B) / 2).
 TAU = 2.0
+#: A registered frame of a stack fades out towards the edge of its coverage over this share of the
+#: image's longer side (:func:`coverage_penalty`): where it stopped at once, its last row or column
+#: drew a straight seam through the result (focus breathing leaves every frame's edge elsewhere).
+FEATHER = 1 / 64
+#: ... its logit (in units of l/τ) lowered linearly from 0 at that distance to this at the edge: more
+#: than the gap between a sharp frame and a blurred one, so the hand-over happens inside the band;
+#: the larger the gap, the nearer the edge and the steeper it is (over about 4 / this of the band).
+FEATHER_LOGIT = 24.0
 #: Rows per strip when a whole-image computation is done piecewise (bounded temporaries).
 STRIP_ROWS = 256
 # Logit given to a frame where it does not cover the reference grid: exp(_OUTSIDE − m) is 0 for any
@@ -383,15 +392,17 @@ class OnlineSoftmax:
         self.keep = Path(keep) if keep else None
 
     def add(self, i: int, logit: np.ndarray, y: np.ndarray | None = None, valid: np.ndarray | None = None,
-            scale: float = 1.0) -> None:
-        """Frame ``i``'s logits ``[C, H, W]`` (z = ``scale`` · logit; and its values ``y``, same
-        shape, or ``[3, H, W]`` under a one-channel logit), counted only where ``valid`` ``[H, W]``
-        (``None``: everywhere). Row strips keep the
+            scale: float = 1.0, penalty: np.ndarray | None = None) -> None:
+        """Frame ``i``'s logits ``[C, H, W]`` (z = ``scale`` · logit − ``penalty`` ``[H, W]``; and its
+        values ``y``, same shape, or ``[3, H, W]`` under a one-channel logit), counted only where
+        ``valid`` ``[H, W]`` (``None``: everywhere). Row strips keep the
         temporaries small (a 24-MP frame would otherwise need several full-size float copies)."""
         with contextlib.ExitStack() as files:
             kept = files.enter_context(open(self.keep / f"{i}.f32", "wb")) if self.keep else None
             for s in strips(self.shape[1]):
                 z = np.asarray(logit[:, s], np.float32) * np.float32(scale)
+                if penalty is not None:
+                    z = z - penalty[None, s]
                 if valid is not None:
                     z = np.where(valid[None, s], z, _OUTSIDE)
                 if kept is not None:
@@ -445,9 +456,11 @@ def fuse_softmax(frames: FrameReader, logit: Callable[[torch.Tensor, torch.Tenso
     """Pass 2, order-independent: ``l_i = logit(Y_i, R_i)`` with ``R_i = (total − Y_i) / (N − 1)``
     (``[1, C, H, W]`` tensors in [-1, 1]), accumulated as ``softmax_i(l_i / τ)``; returns the
     accumulator (``result()``: the fused ``[C, H, W]`` in [-1, 1], or ``[3, H, W]`` with ``rgb``: a
-    luminance model's weights applied to each frame's R, G and B)."""
+    luminance model's weights applied to each frame's R, G and B). A registered frame fades out
+    towards the edge of its coverage (:func:`coverage_penalty`, over ``FEATHER`` of the longer side)."""
     n = frames.n
     acc = OnlineSoftmax(n, total.shape, depth=depth, keep=keep, value_channels=3 if rgb else None)
+    feather = FEATHER * max(total.shape[1:])
     for i in range(n):
         a, valid = frames.frame(i)
         y = image_to_tensor(a, y_only=channels == 1)
@@ -459,9 +472,22 @@ def fuse_softmax(frames: FrameReader, logit: Callable[[torch.Tensor, torch.Tenso
             rest[:, s] = (total[:, s] - yn[:, s]) / (n - 1)
         out = logit(y[None], torch.from_numpy(rest)[None])[0].cpu().numpy()
         del rest
-        acc.add(i, out, yn if values is None else values, valid, scale=1.0 / tau)
-        del out, y, yn, valid, values
+        penalty = None if valid is None else coverage_penalty(valid, feather)
+        acc.add(i, out, yn if values is None else values, valid, scale=1.0 / tau, penalty=penalty)
+        del out, y, yn, valid, values, penalty
     return acc
+
+
+def coverage_penalty(valid: np.ndarray, width: float) -> np.ndarray:
+    """How much to lower a registered frame's logit (units of l/τ) near the edge of its coverage
+    ``valid`` ``[H, W]`` bool: ``[H, W]`` float32, 0 at ``width`` px or more inside it, rising
+    linearly to ``FEATHER_LOGIT`` at its edge (Euclidean distance to the nearest uncovered pixel; the
+    border of the image is no edge). The frame so hands over to the others across a band instead of
+    along its last row or column."""
+    if valid.all() or width <= 0:
+        return np.zeros(valid.shape, np.float32)
+    d = cv2.distanceTransform(valid.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return (np.float32(FEATHER_LOGIT) * np.clip(1 - d / np.float32(width), 0, 1)).astype(np.float32)
 
 
 def fuse_fold(frames: FrameReader, pair: Callable[[torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor | None]"],

@@ -48,6 +48,39 @@ def test_online_softmax_matches_the_softmax_in_any_order():
         assert np.array_equal(acc.index, zm.mean(1).argmax(0))
 
 
+def test_coverage_penalty_ramps_to_the_edge_and_ignores_the_image_border():
+    valid = np.ones((40, 200), bool)
+    valid[:, 150:] = False  # a registered frame that stops at column 150
+    p = S.coverage_penalty(valid, 20)
+    assert p.dtype == np.float32 and p.shape == valid.shape
+    assert np.all(p[:, :129] == 0) and np.all(p[:, 150:] == S.FEATHER_LOGIT)  # deep inside; outside: anything
+    assert p[20, 149] == pytest.approx(S.FEATHER_LOGIT * (1 - 1 / 20)) and p[20, 140] == pytest.approx(S.FEATHER_LOGIT / 2)
+    assert np.all(np.diff(p[20, 120:150]) >= 0)  # rises towards the edge
+    assert p[0, 10] == 0 and p[39, 10] == 0  # the image's own border is no edge
+    assert not S.coverage_penalty(np.ones((8, 8), bool), 20).any()
+
+
+def test_a_registered_frame_hands_over_across_a_band_not_along_its_last_column():
+    """A frame that wins everywhere it covers by a logit gap of 20 (in units of l/τ), registered so
+    that it stops 60 px before the right border: the result goes from its value to the others'
+    over several columns inside the band, instead of in one step at its last column."""
+    h, w = 24, 1280
+    values = (50, 200, 50)
+    frames = S.FrameReader(lambda i: (np.full((h, w), values[i], np.uint8), 8), ["a", "b", "c"])
+    shift = np.eye(3)
+    shift[0, 2] = 60.0  # out(p) = frame(p + 60 px): the last 60 columns are not covered
+    frames.registrations = [None, S.Registration(shift, "translation", 1.0), None]
+    total = sum(np.full((1, h, w), v / 127.5 - 1) for v in values)
+    wins = lambda y, r: torch.full_like(y, 20.0 if float(y.mean()) > 0 else -20.0)  # noqa: E731
+    out = (S.fuse_softmax(frames, wins, total, channels=1).result()[0] + 1) * 127.5
+    row = out[h // 2]
+    edge, band = w - 60, S.FEATHER * w
+    assert row[:int(edge - band)] == pytest.approx(200, abs=0.5) and row[edge:] == pytest.approx(50, abs=0.5)
+    steps = np.abs(np.diff(row))
+    assert steps.max() < 150 / 2  # spread over several columns (a hard mask: one step of 150)
+    assert (steps > 5).sum() >= 3
+
+
 # ----------------------------------------------------------------------------- order independence
 
 
