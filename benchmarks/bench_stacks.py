@@ -249,7 +249,30 @@ def main() -> None:
         results["synthetic"] = part_synthetic(args.frames, args.stacks, args.size, args.threads)
     if args.part in ("real", "all"):
         results["real"] = part_real(args.threads)
-    _common.write_json(args.json, results)
+    _common.write_record(args.json, _tables(results.get("synthetic", {})), values=_values(results.get("real", {})),
+                         results=results)
+
+
+_COLUMNS = [("method", "method", ""), ("PSNR", "PSNR (dB)", ".2f"), ("PSNR-spread", "spread band (dB)", ".2f"), ("SSIM", "SSIM", ".4f"),
+            ("SGF", "SGF (%)", ".4f"), ("speckles/MP", "speckles per MP", ".0f"), ("seconds", "s", ".1f")]
+
+
+def _tables(synthetic: dict) -> dict:
+    """One table per stack length: a row per method, the means over the stacks."""
+    return {key.replace(" ", "-"): _common.table(_COLUMNS, [{"id": name, "method": name, **row}
+                                                            for name, row in part["means"].items()])
+            for key, part in synthetic.items()}
+
+
+def _values(real: dict) -> dict:
+    """The scalars of the pcb-10 run that prose quotes (rediffuse against align_image_stack + enfuse)."""
+    ours, theirs = real.get("rediffuse", {}), real.get("align_image_stack + enfuse", {})
+    if not ours or not theirs:
+        return {}
+    return {"pcb10_wall_s": round(ours["wall_s"], 1), "pcb10_cpu_s": round(ours["cpu_s"], 1),
+            "pcb10_peak_gb": round(ours["peak_rss_gb"], 2), "enfuse_wall_s": round(theirs["wall_s"], 1),
+            "wall_ratio": round(ours["wall_s"] / theirs["wall_s"], 2),
+            "pcb10_sgf": round(ours.get("SGF", float("nan")), 4), "enfuse_sgf": round(theirs.get("SGF", float("nan")), 4)}
 
 
 if __name__ == "__main__":

@@ -24,7 +24,9 @@ module streams the frames through it.
   cover (``align.warp``'s mask) give that frame weight 0 there, in the luminance and the chroma; the
   reference covers every pixel, so each output pixel is fused from the frames that see it and the
   result keeps the reference frame's size and framing. The network itself sees the frame with its
-  edge pixels repeated there.
+  edge pixels repeated there. Towards the edge of its coverage a frame fades out (in the N-frame
+  softmax: its logit lowered over the last ``FEATHER`` of the longer side), so that its last row
+  draws no seam through the result.
 - **Colour** (colour stacks, luminance models). By default (``colour="weights"``) each frame's weight
   map is applied to its R, G and B alike, so every output pixel is a convex combination of the
   frames' colours and a pixel taken from one frame is that frame's pixel, colour included. The
