@@ -267,14 +267,16 @@ class LayeredPairs(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         d = self.sample(index)
-        out: dict[str, Any] = {}
-        for key in self.keys + ["GT"]:
-            a = d[key].astype(np.float32) / 127.5 - 1
-            out[key] = torch.from_numpy(a[None] if a.ndim == 2 else a.transpose(2, 0, 1).copy())
+        out: dict[str, Any] = {key: _to_unit(d[key]) for key in self.keys + ["GT"]}
         out["band"] = torch.from_numpy(d["band"])
         out["stem"] = d["stem"]
         return out
 
+
+def _to_unit(a: np.ndarray) -> torch.Tensor:
+    """A uint8 image ``[S, S]`` or ``[S, S, 3]`` as a ``[C, S, S]`` tensor in [-1, 1]."""
+    a = a.astype(np.float32) / 127.5 - 1
+    return torch.from_numpy(a[None] if a.ndim == 2 else a.transpose(2, 0, 1).copy())
 
 
 class LayeredStackItems(Dataset):
@@ -315,14 +317,11 @@ class LayeredStackItems(Dataset):
         i = int(rng.integers(frames))
         ds = self.stacks[frames]
         d = ds.sample(index)
-        to_unit = lambda a: torch.from_numpy(  # noqa: E731
-            (a.astype(np.float32) / 127.5 - 1)[None] if a.ndim == 2 else
-            (a.astype(np.float32) / 127.5 - 1).transpose(2, 0, 1).copy())
-        ys = [to_unit(d[k]) for k in ds.keys]
+        ys = [_to_unit(d[k]) for k in ds.keys]
         a = ys[i]
         b = (sum(ys) - a) / (frames - 1)
         wins = torch.from_numpy(d["sharpest"] == i)[None]
-        return {"A": a, "B": b, "GT": torch.where(wins, to_unit(d["GT"]), b), "band": torch.from_numpy(d["band"]),
+        return {"A": a, "B": b, "GT": torch.where(wins, _to_unit(d["GT"]), b), "band": torch.from_numpy(d["band"]),
                 "stem": f"{d['stem']}-{frames}f{i}"}
 
 

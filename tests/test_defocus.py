@@ -153,7 +153,6 @@ def test_unet_with_bottleneck_attention_is_exactly_equivariant():
     assert equivariance_error(plain, x, 1, forward_kwargs={"t": t}) > 1e-2
 
 
-
 def test_stack_items_are_one_frame_against_the_mean_of_the_rest(photo_folder):
     """Each item is what ``fuse`` hands the network for frame i of an N-frame stack, and its target
     is the truth where frame i is the sharpest frame and the rest's mean elsewhere."""
