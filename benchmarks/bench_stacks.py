@@ -8,7 +8,7 @@
    ``../shared/data/photos``, with the nuisances of real stacks (exposure differences up to ±30 %,
    focus breathing, noise, JPEG), and their all-in-focus truth. Methods: rediffuse (the library's
    ``fuse`` with ``align="auto"``, as the command runs it), the same with the network's raw weights
-   (no evidence fill), ``align_image_stack -m`` + enfuse (Hugin, as focus stackers run it), and the
+   (no evidence fill) and with the frames blended as they are (no common exposure, ``exposure=False``), ``align_image_stack -m`` + enfuse (Hugin, as focus stackers run it), and the
    classical baselines generalised to N frames (GFF, focus-select, average; on the frames as they
    are; align_image_stack gets the truth's reference frame first, as it keeps its first frame fixed,
    and rediffuse that frame as ``reference``). Scored against the truth, 12 px borders left out (breathing): PSNR and SSIM of the grey
@@ -148,10 +148,11 @@ def part_synthetic(frame_counts: list[int], stacks: int, size: int, threads: int
             with tempfile.TemporaryDirectory(prefix="bench_stacks_") as tmp:
                 tmp = Path(tmp)
                 outs: dict[str, tuple[np.ndarray, np.ndarray | None, float]] = {}
-                for name, fill in (("rediffuse", True), ("rediffuse, raw weights", False)):
+                for name, fill, exposure in (("rediffuse", True, True), ("rediffuse, raw weights", False, True),
+                                             ("rediffuse, plain blend", True, False)):
                     t0 = time.perf_counter()
                     f = fuse(frames, fm, align="auto", reference=ref, depth_map=tmp / "depth.png",
-                             depth_index=True, evidence_fill=fill)
+                             depth_index=True, evidence_fill=fill, exposure=exposure)
                     outs[name] = (f, np.asarray(Image.open(tmp / "depth.png")).astype(np.int64), time.perf_counter() - t0)
                 if have_enfuse:
                     paths = []

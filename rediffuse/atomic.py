@@ -30,7 +30,7 @@ _TEMP = re.compile(r"^\..+\.(?P<pid>\d+)-[0-9a-f]{12}\.tmp$")
 # than an hour is left from a killed run (a write takes seconds)
 _OLD_TEMP = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")
 _OLD_AGE_S = 3600
-#: Prefix of the scratch folders for weight maps' logits (``stack.logit_store``): ``<prefix><pid>-...``
+#: Prefix of the scratch folders for weight maps' logits (``maps.logit_store``): ``<prefix><pid>-...``
 LOGIT_PREFIX = ".rediffuse-logits-"
 _LOGITS = re.compile(rf"^{re.escape(LOGIT_PREFIX)}(?P<pid>\d+)-")
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)

@@ -58,14 +58,17 @@ class Method:
 def make_method(spec: str, *, sampler: str | None = None, steps: int | None = None, device: str = "cpu",
                 seed: int = 0, name: str | None = None) -> Method:
     """A baseline by name, or a checkpoint (a path ending in ``.pt`` or a ``fuse.SHIPPED_MODELS`` name)
-    with its sampler settings. A checkpoint spec ending in ``:raw`` (``weights:raw``) keeps the
-    network's weights in flat regions too (``fuse(evidence_fill=False)``), for comparison."""
-    raw = spec.endswith(":raw")
-    if raw:
-        spec = spec[:-len(":raw")]
-    if spec in BASELINES and not raw:
+    with its sampler settings. For comparison, a checkpoint spec may end in ``:raw`` (``weights:raw``:
+    the network's weights kept in flat regions too, ``fuse(evidence_fill=False)``) and/or ``:plain``
+    (the frames blended as they are, without the common local exposure, ``fuse(exposure=False)``)."""
+    flags = set()
+    while spec.endswith((":raw", ":plain")):
+        spec, flag = spec.rsplit(":", 1)
+        flags.add(flag)
+    raw, plain = "raw" in flags, "plain" in flags
+    if spec in BASELINES and not flags:
         return Method(name or spec, get_baseline(spec))
-    if spec in PEERS and not raw:
+    if spec in PEERS and not flags:
         return Method(name or spec, get_peer(spec))
     # an existing folder goes to the loader too, which says it wants the checkpoint file inside
     if spec.endswith(".pt") or Path(spec).exists() or spec in SHIPPED_MODELS:
@@ -73,9 +76,10 @@ def make_method(spec: str, *, sampler: str | None = None, steps: int | None = No
         st = fm.settings(sampler, steps, seed=seed)  # validated once, before any image is fused
         # a run's checkpoint is <run>/last.pt: its folder says which run it is
         stem = fm.path.parent.name if fm.path.stem == "last" else fm.path.stem
-        label = name or f"{stem} ({st.sampler}, {st.steps} steps{', raw weights' if raw else ''})"
+        label = name or f"{stem} ({st.sampler}, {st.steps} steps{', raw weights' if raw else ''}" \
+            f"{', plain blend' if plain else ''})"
         return Method(label, lambda imgs: fuse(imgs, fm, sampler=st.sampler, steps=st.steps, seed=st.seed,
-                                                evidence_fill=not raw))
+                                                evidence_fill=not raw, exposure=not plain))
     raise ValueError(f"unknown method {spec!r}: use a baseline ({', '.join(sorted(BASELINES))}), "
                      f"a peer program ({', '.join(PEERS)}), a shipped model ({', '.join(SHIPPED_MODELS)}) or a checkpoint file (*.pt)")
 

@@ -6,8 +6,8 @@ levels than 8 bits, so 16 bits in give 16 bits out. How it treats the stack is o
 :class:`FuseOptions`; how the model samples is one :class:`~rediffuse.fusion_model.SamplingSettings`.
 
 - **Colour.** A luminance model sees Y only. With a weight-map model (``colour="auto"`` → ``"weights"``)
-  each frame's weight map is applied to its R, G and B alike: every output pixel is a convex
-  combination of the frames' pixels, so where one frame is chosen its pixel is copied exactly.
+  each frame's weight map is applied to its R, G and B alike (at the common exposure, below), so
+  where one frame wins a region its pixels are copied, colour included.
   ``colour="paper"`` (the only choice for ε/x₀ models) fuses Cb and Cr by the saturation-weighted rule
   ``Σ C_i |C_i − 128| / Σ |C_i − 128|`` over all frames, as the ReDiffuse code does. Grey stacks give
   grey output; a stack mixing grey and colour is fused in colour (with a warning). An RGB model fuses
@@ -29,6 +29,9 @@ levels than 8 bits, so 16 bits in give 16 bits out. How it treats the stack is o
   ``STACK_MEGAPIXELS``.
 - **Flat regions** (``evidence_fill``, on by default): where every frame is flat, nothing says which
   is sharp; there each weight takes the decision of the nearest structure (``rediffuse.evidence``).
+- **Exposure** (``exposure``, on by default): each frame is blended at the local brightness of the
+  result, so where the weights switch between frames of different exposure or colour no patch shows
+  (``rediffuse.exposure``); a pixel one frame wins outright keeps that frame's value.
 - **Exact quarter turns.** The stack is fused in the quarter turn its content chooses
   (``rediffuse.orientation``) and the result turned back, so a turned stack gives the turned result
   bit for bit.
@@ -56,8 +59,8 @@ from .fusion_model import (DEFAULT_SPEED, GUIDE_EPS, GUIDE_RADIUS, MIN_WORKING_S
                            SamplingModel, SamplingSettings, guided_upsample)
 from .imageio import TiffPage, read_image_native, stack_frames
 from .orientation import canonical_turns, turn
-from .stack import (TAU, FrameReader, accumulate, check_pixels, check_sizes, fuse_fold, fuse_softmax, logit_store,
-                    strips, write_depth_map, write_weight_maps)
+from .maps import logit_store, write_depth_map, write_weight_maps
+from .stack import TAU, FrameReader, accumulate, check_pixels, check_sizes, fuse_fold, fuse_softmax, strips
 from .tiling import TILE_BUDGET_BYTES, plan_tiles, tile_window
 from .weights import DEFAULT_CHECKPOINT, SHIPPED_MODELS, WEIGHTS_DIR, checkpoint_available, resolve_checkpoint
 
@@ -106,6 +109,8 @@ class FuseOptions:
     ``images[reference]``. ``symmetric``: the order-independent N-frame fusion (``None``: on for N > 2
     and ``SYMMETRIC_PAIRS`` for N = 2; needs a weight-map model). ``colour``: a name in
     ``COLOUR_MODES``. ``evidence_fill``: flat regions take their weights from their surroundings.
+    ``exposure``: the frames are blended at the local brightness of the result (``rediffuse.exposure``),
+    so frames of different exposure leave no patches where the weights switch (weight-map models).
     ``bits``: 8, 16, or ``None`` (16 when an input holds finer levels than 8 bits). ``depth_map``: write
     each pixel's strongest frame there (``depth_index``: the index itself, 16-bit PNG/TIFF);
     ``save_weights``: write every frame's weight map into that folder. ``max_pixels``: refuse larger
@@ -118,6 +123,7 @@ class FuseOptions:
     symmetric: bool | None = None
     colour: str = "auto"
     evidence_fill: bool = True
+    exposure: bool = True
     bits: int | None = None
     depth_map: str | os.PathLike | None = None
     depth_index: bool = False
@@ -365,10 +371,11 @@ def _fuse_frames(frames: FrameReader, fm: FusionModel, st: SamplingSettings, opt
         with logit_store(opts.save_weights) as keep:
             if opts.symmetric:
                 acc = fuse_softmax(frames, lambda y, r: pair(y, r)[1], total_sum, channels=c, tau=TAU,
-                                   depth=depth, keep=keep, rgb=rgb)
+                                   depth=depth, keep=keep, rgb=rgb, exposure=opts.exposure)
                 fused = torch.from_numpy(acc.result())[None]
             else:
-                fused, acc = fuse_fold(frames, pair, channels=c, depth=depth, keep=keep, rgb=rgb)
+                fused, acc = fuse_fold(frames, pair, channels=c, depth=depth, keep=keep, rgb=rgb,
+                                       exposure=opts.exposure)
             del total_sum
             if depth:
                 write_depth_map(opts.depth_map, turn(acc.index, -turns), n, as_index=opts.depth_index)

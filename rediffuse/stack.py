@@ -28,8 +28,8 @@ module streams the frames through it.
   softmax: its logit lowered over the last ``FEATHER`` of the longer side), so that its last row
   draws no seam through the result.
 - **Colour** (colour stacks, luminance models). By default (``colour="weights"``) each frame's weight
-  map is applied to its R, G and B alike, so every output pixel is a convex combination of the
-  frames' colours and a pixel taken from one frame is that frame's pixel, colour included. The
+  map is applied to its R, G and B alike, so a region taken from one frame has that frame's pixels,
+  colour included (with ``exposure``, at the common exposure of ``rediffuse.exposure``). The
   paper's rule (``colour="paper"``): the fused luminance joined with chroma fused by the
   saturation-weighted rule ``Σ C_i |C_i − 128| / Σ |C_i − 128|``
   over all frames (``rediffuse.data.fuse_chroma``), summed frame by frame in float64 (the same sums,
@@ -39,12 +39,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -52,15 +51,15 @@ import torch
 
 from .align import (AUTO_RESIDUAL, AUTO_THRESHOLD_PX, CHECK_SIDE, MAX_SIDE, Pyramid, Registration,
                     RegistrationError, displacement, register, warp, warp_residual)
-from .atomic import LOGIT_PREFIX, disk_full, remove_stale_temps
+from .atomic import disk_full
 from .data import image_to_tensor, luma, rgb_to_ycbcr
 from .evidence import Evidence
-from .imageio import TiffPage, image_size, write_image
-from .orientation import turn
+from .exposure import ExposureBlend
+from .imageio import TiffPage, image_size
 
 __all__ = ["FrameReader", "StackInfo", "OnlineSoftmax", "accumulate", "fuse_softmax", "fuse_fold", "check_sizes",
            "check_pixels", "default_max_pixels", "machine_memory", "FUSION_BYTES_PER_PIXEL",
-           "write_depth_map", "write_weight_maps", "logit_store", "TAU", "STRIP_ROWS", "strips", "coverage_penalty",
+           "TAU", "STRIP_ROWS", "strips", "coverage_penalty",
            "FEATHER", "FEATHER_LOGIT"]
 
 #: Temperature of the softmax over the frames' logits: τ = 2 makes the N = 2 case σ((l_A − l_B) / 2).
@@ -382,13 +381,20 @@ class OnlineSoftmax:
     it costs disk, not memory) for the weight maps. Memory: a few arrays of one frame's size."""
 
     def __init__(self, n: int, shape: tuple[int, int, int], *, numerator: bool = True, depth: bool = False,
-                 keep: str | os.PathLike | None = None, value_channels: int | None = None):
+                 keep: str | os.PathLike | None = None, value_channels: int | None = None,
+                 exposure: ExposureBlend | None = None):
         self.n, self.shape = n, shape
         self.m = np.full(shape, _OUTSIDE, np.float32)
         self.d = np.zeros(shape, np.float32)
         # one logit channel may weight several value channels (a luminance model's weight map applied to R, G, B)
         vshape = (value_channels or shape[0], *shape[1:])
+        # with exposure, the weights go also on each frame's values at a common exposure and on its
+        # exposure (rediffuse.exposure)
+        self.exposure = exposure if numerator else None
         self.num = np.zeros(vshape, np.float32) if numerator else None
+        self.rel = np.zeros(vshape, np.float32) if self.exposure is not None else None
+        self.gain = np.zeros(vshape, np.float32) if self.exposure is not None else None
+        self._result = None
         self.best = np.full(shape[1:], -np.inf, np.float32) if depth else None
         self.index = np.zeros(shape[1:], np.uint16) if depth else None
         self.keep = Path(keep) if keep else None
@@ -399,6 +405,7 @@ class OnlineSoftmax:
         values ``y``, same shape, or ``[3, H, W]`` under a one-channel logit), counted only where
         ``valid`` ``[H, W]`` (``None``: everywhere). Row strips keep the
         temporaries small (a 24-MP frame would otherwise need several full-size float copies)."""
+        exposure = self.exposure.frame(y, valid) if self.rel is not None else None
         with contextlib.ExitStack() as files:
             kept = files.enter_context(open(self.keep / f"{i}.f32", "wb")) if self.keep else None
             for s in strips(self.shape[1]):
@@ -415,6 +422,10 @@ class OnlineSoftmax:
                 self.d[:, s] = self.d[:, s] * rescale + e
                 if self.num is not None:
                     self.num[:, s] = self.num[:, s] * rescale + e * y[:, s]
+                if exposure is not None:
+                    rel, gain = exposure.rows(y[:, s], s)
+                    self.rel[:, s] = self.rel[:, s] * rescale + e * rel
+                    self.gain[:, s] = self.gain[:, s] * rescale + e * gain
                 self.m[:, s] = m_new
                 if self.best is not None:
                     zc = z.mean(0)  # an RGB model has a logit per channel: the frame's weight is their mean
@@ -438,8 +449,17 @@ class OnlineSoftmax:
             raise err from None
 
     def result(self) -> np.ndarray:
-        """``[C, H, W]`` float32: the softmax-weighted sum of the ``y`` added."""
-        return self.num / self.d
+        """``[C, H, W]`` float32: the softmax-weighted sum of the ``y`` added (with ``exposure``: each
+        frame's values at a common local exposure, ``ExposureBlend.finish``)."""
+        if self.exposure is None:
+            return self.num / self.d
+        if self._result is None:  # in place, once: a stack of large frames has no memory to spare
+            for s in strips(self.shape[1]):
+                for x in (self.num, self.rel, self.gain):
+                    x[:, s] /= self.d[:, s]
+            self._result = self.exposure.finish(self.num, self.rel, self.gain)
+            self.num, self.rel, self.gain = None, None, None
+        return self._result
 
     def weight(self, i: int) -> np.ndarray:
         """Frame ``i``'s final weight ``[H, W]`` float32 in [0, 1] (mean over channels), from the kept logits."""
@@ -454,14 +474,17 @@ class OnlineSoftmax:
 
 def fuse_softmax(frames: FrameReader, logit: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                  total: np.ndarray, *, channels: int, tau: float = TAU, depth: bool = False,
-                 keep: str | os.PathLike | None = None, rgb: bool = False) -> OnlineSoftmax:
+                 keep: str | os.PathLike | None = None, rgb: bool = False, exposure: bool = False) -> OnlineSoftmax:
     """Pass 2, order-independent: ``l_i = logit(Y_i, R_i)`` with ``R_i = (total − Y_i) / (N − 1)``
     (``[1, C, H, W]`` tensors in [-1, 1]), accumulated as ``softmax_i(l_i / τ)``; returns the
     accumulator (``result()``: the fused ``[C, H, W]`` in [-1, 1], or ``[3, H, W]`` with ``rgb``: a
     luminance model's weights applied to each frame's R, G and B). A registered frame fades out
-    towards the edge of its coverage (:func:`coverage_penalty`, over ``FEATHER`` of the longer side)."""
+    towards the edge of its coverage (:func:`coverage_penalty`, over ``FEATHER`` of the longer side).
+    ``exposure``: the frames blended at a common local exposure (``rediffuse.exposure``), so frames of
+    different exposure leave no patches where the weights switch."""
     n = frames.n
-    acc = OnlineSoftmax(n, total.shape, depth=depth, keep=keep, value_channels=3 if rgb else None)
+    acc = OnlineSoftmax(n, total.shape, depth=depth, keep=keep, value_channels=3 if rgb else None,
+                        exposure=ExposureBlend(total.shape[1:]) if exposure else None)
     feather = FEATHER * max(total.shape[1:])
     for i in range(n):
         a, valid = frames.frame(i)
@@ -492,15 +515,20 @@ def coverage_penalty(valid: np.ndarray, width: float) -> np.ndarray:
     return (np.float32(FEATHER_LOGIT) * np.clip(1 - d / np.float32(width), 0, 1)).astype(np.float32)
 
 
+def _plain_pair(w: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *coverage) -> torch.Tensor:
+    return w * x + (1 - w) * y
+
+
 def fuse_fold(frames: FrameReader, pair: Callable[[torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor | None]"],
-              *, channels: int, depth: bool = False, keep: str | os.PathLike | None = None, rgb: bool = False
-              ) -> tuple[torch.Tensor, OnlineSoftmax | None]:
+              *, channels: int, depth: bool = False, keep: str | os.PathLike | None = None, rgb: bool = False,
+              exposure: bool = False) -> tuple[torch.Tensor, OnlineSoftmax | None]:
     """Pass 2, pairwise: ``F = ((Y₁ ⊕ Y₂) ⊕ Y₃) ⊕ …`` with ``pair(F, Y_i) -> (fused, logit or None)``
     (the order of the frames matters). Where frame i does not cover the grid the fold keeps what it
     has. For two frames with a logit, also the weights ``σ(l)`` and ``1 − σ(l)`` (as a softmax over
     ``(l, 0)``) for the depth and weight maps. Returns ``([1, C, H, W]`` in [-1, 1], the weights or None);
     with ``rgb`` the fused image is ``[1, 3, H, W]``: every step's weight ``σ(l)`` applied to R, G and B
-    (the network still sees the luminance)."""
+    (the network still sees the luminance). ``exposure``: every step blends its two inputs at a common
+    local exposure (``rediffuse.exposure``; weight-map models)."""
     want = (depth or keep) and frames.n == 2
     fused, covered, acc, first_valid, fused_rgb = None, None, None, None, None
     for i in range(frames.n):
@@ -512,12 +540,15 @@ def fuse_fold(frames: FrameReader, pair: Callable[[torch.Tensor, torch.Tensor], 
             fused, covered, first_valid, fused_rgb = y, valid, valid, y_rgb
             continue
         out, logit = pair(fused, y.to(fused.device))
-        if rgb:
-            if logit is None:
-                raise ValueError("colour by weights needs a weight-map model (prediction 'weights')")
-            wgt = torch.sigmoid(logit.to(out.device))
-            y_rgb = y_rgb.to(out.device)
-            out_rgb = wgt * fused_rgb.to(out.device) + (1 - wgt) * y_rgb
+        if rgb and logit is None:
+            raise ValueError("colour by weights needs a weight-map model (prediction 'weights')")
+        if logit is not None and (rgb or exposure):
+            wgt = torch.sigmoid(logit.float().to(out.device))
+            blend = ExposureBlend(tuple(y.shape[-2:])).pair if exposure else _plain_pair
+            out = blend(wgt, fused.to(out.device), y.to(out.device), covered, valid) if exposure else out
+            if rgb:
+                y_rgb = y_rgb.to(out.device)
+                out_rgb = blend(wgt, fused_rgb.to(out.device), y_rgb, covered, valid)
         if valid is not None or covered is not None:
             v = torch.from_numpy(valid if valid is not None else np.ones(y.shape[-2:], bool)).to(out.device)
             c = torch.from_numpy(covered if covered is not None else np.ones(y.shape[-2:], bool)).to(out.device)
@@ -535,47 +566,3 @@ def fuse_fold(frames: FrameReader, pair: Callable[[torch.Tensor, torch.Tensor], 
             acc.add(0, logit[0].cpu().numpy(), valid=first_valid)
             acc.add(1, np.zeros(tuple(logit.shape[1:]), np.float32), valid=valid)
     return (fused_rgb if rgb else fused), acc
-
-
-def write_depth_map(path: str | os.PathLike, index: np.ndarray, n: int, as_index: bool = False) -> Path:
-    """The frame of the largest weight per pixel (``index`` ``[H, W]``) as an image: 8 bits with frame i
-    (0-based) at grey ``round(i · 255 / (N − 1))`` for up to 256 frames, else the index itself at 16
-    bits (PNG/TIFF). ``as_index``: always the index itself, 16-bit (0 = the first frame), e.g. as a
-    height map to measure with; the path must then be a PNG or TIFF (an 8-bit format would lose it)."""
-    if as_index:
-        if Path(path).suffix.lower() not in (".png", ".tif", ".tiff"):
-            raise ValueError(f"a depth map of frame indices needs 16 bits: name a .png or .tif file, not {path}")
-        return write_image(path, index.astype(np.uint16))
-    if n <= 256:
-        img = np.rint(index.astype(np.float32) * (255.0 / max(n - 1, 1))).astype(np.uint8)
-    else:
-        img = index.astype(np.uint16)
-    return write_image(path, img)
-
-
-def write_weight_maps(folder: str | os.PathLike, acc: OnlineSoftmax, names: Sequence[str], turns: int = 0
-                      ) -> list[Path]:
-    """One 16-bit grey PNG per frame, ``weight-<k>.png`` (k from 1, in input order): its weight × 65535,
-    turned by ``turns`` counter-clockwise quarter turns (back to the inputs' orientation)."""
-    folder = Path(folder)
-    width = max(2, len(str(len(names))))
-    paths = []
-    for i in range(acc.n):
-        w = turn(acc.weight(i), turns)
-        paths.append(write_image(folder / f"weight-{i + 1:0{width}d}.png",
-                                 np.clip(np.rint(w * 65535.0), 0, 65535).astype(np.uint16)))
-    return paths
-
-
-@contextlib.contextmanager
-def logit_store(folder: str | os.PathLike | None) -> Iterator[Path | None]:
-    """A scratch folder for the kept logits inside ``folder`` (the weight maps' own folder, so a
-    large stack fills the disk the user chose, not /tmp), removed afterwards; ``None`` when
-    ``folder`` is None."""
-    if folder is None:
-        yield None
-        return
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(folder)  # what a killed run left there (its pid is in the name)
-    with tempfile.TemporaryDirectory(prefix=f"{LOGIT_PREFIX}{os.getpid()}-", dir=folder) as tmp:
-        yield Path(tmp)

@@ -20,9 +20,10 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("core", {"paths", "runtime", "atomic", "imageio", "groups", "weights", "orientation"}),
     ("equivariant layers", {"bases", "bconv", "layers", "equivariance"}),
     ("models", {"unet", "diffusion", "defocus", "tiling"}),
-    ("data and metrics", {"data", "synthesis", "degradations", "metrics", "baselines", "peers", "align", "evidence"}),
+    ("data and metrics", {"data", "synthesis", "degradations", "metrics", "baselines", "peers", "align", "evidence",
+                          "exposure"}),
     ("checkpoints", {"checkpoint"}),
-    ("pipelines", {"stack", "fusion_model", "fuse", "train", "resources"}),
+    ("pipelines", {"stack", "maps", "fusion_model", "fuse", "train", "resources"}),
     ("studies", {"evaluate", "fewstep", "restore", "ablation", "theory", "sample_efficiency"}),
     ("presentation", {"viz", "tutorial", "tutorial_solutions", "report"}),
     ("interface", {"cli", "__main__", ""}),  # "" = the package itself (its public API)

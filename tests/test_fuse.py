@@ -101,9 +101,11 @@ def test_colour_by_weights_copies_the_chosen_pixels(tiny_model, monkeypatch):
         return w * cond[:, :1] + (1 - w) * cond[:, 1:2], logit
 
     monkeypatch.setattr(tiny_model, "sample_with_logits", by_columns)
-    out = fuse([a, b], tiny_model, steps=1, evidence_fill=False)
+    # the plain blend (exposure=False): with the common exposure a pixel is its source's only where that
+    # source wins over the exposure's ramp (tests/test_exposure.py)
+    out = fuse([a, b], tiny_model, steps=1, evidence_fill=False, exposure=False)
     assert np.array_equal(out[:, :18], a[:, :18]) and np.array_equal(out[:, 18:], b[:, 18:])
-    paper = fuse([a, b], tiny_model, steps=1, colour="paper", evidence_fill=False)
+    paper = fuse([a, b], tiny_model, steps=1, colour="paper", evidence_fill=False, exposure=False)
     assert np.abs(paper.astype(int) - out.astype(int)).max() > 2  # the chroma rule mixes the sources' colours
 
     def brightest(cond, settings=None, *, callback=None):  # stand-in: each frame scored by its own luminance
@@ -112,13 +114,15 @@ def test_colour_by_weights_copies_the_chosen_pixels(tiny_model, monkeypatch):
 
     monkeypatch.setattr(tiny_model, "sample_with_logits", brightest)
     frames = [a, b, c]
-    stack = fuse(frames, tiny_model, steps=1, evidence_fill=False)  # order-independent softmax over three frames
+    stack = fuse(frames, tiny_model, steps=1, evidence_fill=False, exposure=False)  # order-free softmax, 3 frames
     ys = np.stack([luminance(f) for f in frames])
     pick = ys.argmax(0)
     clear = np.sort(ys, 0)[-1] - np.sort(ys, 0)[-2] > 2.0  # a clear winner: its weight is ~1
     want = np.take_along_axis(np.stack(frames), pick[None, ..., None], 0)[0]
     assert np.abs(stack[clear].astype(int) - want[clear].astype(int)).max() <= 1
-    assert np.array_equal(fuse([c, a, b], tiny_model, steps=1, evidence_fill=False), stack)
+    assert np.array_equal(fuse([c, a, b], tiny_model, steps=1, evidence_fill=False, exposure=False), stack)
+    assert np.array_equal(fuse([c, a, b], tiny_model, steps=1, evidence_fill=False),
+                          fuse(frames, tiny_model, steps=1, evidence_fill=False))  # with the common exposure too
 
     monkeypatch.setattr(tiny_model, "prediction", "eps")
     with pytest.raises(ValueError, match="colour='weights' needs a weight-map model"):

@@ -117,10 +117,10 @@ def test_a_symmetric_pair_is_the_pair_model_made_symmetric(tiny):
     _, l_ba = tiny.sample_with_logits(torch.cat([yb, ya], 1), st)
     w = torch.sigmoid((l_ab - l_ba) / 2)
     expected = tensor_to_image((w * ya + (1 - w) * yb)[0])
-    got = fuse([ga, gb], tiny, symmetric=True, evidence_fill=False)
+    got = fuse([ga, gb], tiny, symmetric=True, evidence_fill=False, exposure=False)
     assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
-    # the default for a pair is one run, σ(f(A, B)): exactly the sampler's result
-    assert np.array_equal(fuse([ga, gb], tiny, evidence_fill=False),
+    # the default for a pair is one run, σ(f(A, B)): exactly the sampler's result (in the plain blend)
+    assert np.array_equal(fuse([ga, gb], tiny, evidence_fill=False, exposure=False),
                           tensor_to_image(tiny.sample(torch.cat([ya, yb], 1), st)[0]))
 
 
@@ -134,11 +134,11 @@ def test_a_colour_pair_gives_exactly_the_result_of_before(tiny):
     y, logit = tiny.sample_with_logits(cond, tiny.settings(tile="auto"))
     y = (y[0, 0].numpy().astype(np.float32) + np.float32(1)) * np.float32(127.5)
     before = np.concatenate([recombine(y[r:r + 256], [a[r:r + 256], b[r:r + 256]]) for r in (0, 256)])
-    assert np.array_equal(fuse([a, b], tiny, colour="paper", evidence_fill=False), before)
+    assert np.array_equal(fuse([a, b], tiny, colour="paper", evidence_fill=False, exposure=False), before)
     # the default, colour="weights": the same weight map σ(l) applied to R, G and B
     w = torch.sigmoid(logit)[0]
     rgb = w * image_to_tensor(a, y_only=False) + (1 - w) * image_to_tensor(b, y_only=False)
-    assert np.array_equal(fuse([a, b], tiny, evidence_fill=False), tensor_to_image(rgb))
+    assert np.array_equal(fuse([a, b], tiny, evidence_fill=False, exposure=False), tensor_to_image(rgb))
 
 
 def test_models_without_weights_fold_stacks_with_a_warning(tmp_path):

@@ -230,6 +230,10 @@ def _add_stack_options(p: argparse.ArgumentParser) -> None:
                    help="where every frame is flat (sky, white paper), give each weight the decision of the "
                         "nearest structure, so that frames of different exposure "
                         "leave no blotches (default: on); --no-evidence-fill keeps the network's own weights there")
+    p.add_argument("--exposure-blend", action=argparse.BooleanOptionalAction, default=True,
+                   help="blend every frame at the local brightness of the result, so that where the weights "
+                        "switch between frames of different exposure or colour no patch shows (default: on); "
+                        "--no-exposure-blend blends the frames' pixels as they are")
     p.add_argument("--stack-megapixels", type=_megapixels, metavar="MP", default=None,
                    help="stacks of three or more frames: the network megapixels the frames share, each frame's "
                         f"last step at most MP / N megapixels (default: {STACK_MEGAPIXELS:g}; 0 = each frame at "
@@ -369,7 +373,8 @@ def _options(args: argparse.Namespace, n: int):
                          "e.g. --depth-map depth.tif")
     try:
         opts = FuseOptions(align=args.align, reference=args.reference - 1, symmetric=args.symmetric,
-                           colour=args.colour, evidence_fill=args.evidence_fill, depth_map=args.depth_map,
+                           colour=args.colour, evidence_fill=args.evidence_fill, exposure=args.exposure_blend,
+                           depth_map=args.depth_map,
                            depth_index=args.depth_index, max_pixels=args.max_pixels,
                            # an explicit --working-size turns the shared budget off
                            stack_megapixels=0 if args.working_size is not None else args.stack_megapixels)
