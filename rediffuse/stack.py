@@ -60,7 +60,7 @@ from .imageio import TiffPage, image_size
 __all__ = ["FrameReader", "StackInfo", "OnlineSoftmax", "accumulate", "fuse_softmax", "fuse_fold", "check_sizes",
            "check_pixels", "default_max_pixels", "machine_memory", "FUSION_BYTES_PER_PIXEL",
            "TAU", "STRIP_ROWS", "strips", "coverage_penalty",
-           "FEATHER", "FEATHER_LOGIT"]
+           "FEATHER", "FEATHER_LOGIT", "KEEP_FRAMES_BYTES"]
 
 #: Temperature of the softmax over the frames' logits: τ = 2 makes the N = 2 case σ((l_A − l_B) / 2).
 TAU = 2.0
@@ -72,6 +72,10 @@ FEATHER = 1 / 64
 #: than the gap between a sharp frame and a blurred one, so the hand-over happens inside the band;
 #: the larger the gap, the nearer the edge and the steeper it is (over about 4 / this of the band).
 FEATHER_LOGIT = 24.0
+#: A stack whose frames (as read, 8-bit, or as float32 otherwise, with their coverage masks) fit in
+#: this many bytes is kept in memory after its first pass (``FrameReader``): ten 3-MP colour JPEGs
+#: take 126 MB and are decoded and resampled once instead of twice; a longer or larger stack streams.
+KEEP_FRAMES_BYTES = 256 * 2**20
 #: Rows per strip when a whole-image computation is done piecewise (bounded temporaries).
 STRIP_ROWS = 256
 # Logit given to a frame where it does not cover the reference grid: exp(_OUTSIDE − m) is 0 for any
@@ -182,14 +186,29 @@ class FrameReader:
         self.load, self.names, self.reference = load, list(names), reference
         self.n = len(self.names)
         self.registrations: list[Registration] | None = None
+        self._kept: dict[int, tuple[np.ndarray, np.ndarray | None]] | None = None
 
     def frame(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """Frame ``i`` on the reference grid and where it covers it (``None``: everywhere)."""
+        """Frame ``i`` on the reference grid and where it covers it (``None``: everywhere); read-only
+        when the whole stack is kept in memory (see :meth:`survey`)."""
+        if self._kept is not None and i in self._kept:
+            return self._kept[i]
         a, _ = self.load(i)
         reg = self.registrations[i] if self.registrations else None
-        if reg is None or reg.is_identity:
-            return a, None
-        return warp(a, reg.matrix)
+        out = (a, None) if reg is None or reg.is_identity else warp(a, reg.matrix)
+        if self._kept is not None:
+            out = tuple(None if x is None else x.view() for x in out)
+            for x in out:
+                if x is not None:
+                    x.setflags(write=False)  # one array serves every pass: none may change it
+            self._kept[i] = out
+        return out
+
+    def _keep_if_small(self, sizes: Sequence[tuple[int, int]], colour: Sequence[bool], bits: Sequence[int]) -> None:
+        """Keep the frames, as resampled, in memory after their first read when all of them fit in
+        ``KEEP_FRAMES_BYTES``: the passes after the first then neither decode nor resample them again."""
+        need = sum(h * w * ((3 if c else 1) * (1 if b == 8 else 4) + 1) for (h, w), c, b in zip(sizes, colour, bits))
+        self._kept = {} if need <= KEEP_FRAMES_BYTES else None
 
     def survey(self, align: str = "none", min_side: int = 8,
                log: Callable[[str], None] | None = None) -> StackInfo:
@@ -227,6 +246,7 @@ class FrameReader:
             except RegistrationError as e:
                 failed.append(e)  # the others are still tried: they tell which frame is the odd one out
         check_sizes(sizes, self.names, min_side)  # type: ignore[arg-type]
+        self._keep_if_small(sizes, colour, bits)  # type: ignore[arg-type]
         h, w = sizes[0]  # type: ignore[misc]
         info = StackInfo(h, w, colour, bits)
         if motion is None:
