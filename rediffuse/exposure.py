@@ -115,9 +115,9 @@ class _Rows:
     def __call__(self, s: slice) -> np.ndarray:
         """Rows ``s`` of the full-size field: ``[C, rows, W]`` float32."""
         mapy = ((np.arange(s.start, s.stop, dtype=np.float64) + 0.5) * self.sy - 0.5).astype(np.float32)
-        mx, my = np.broadcast_to(self.mapx, (len(mapy), self.size[1])), np.broadcast_to(mapy[:, None], (len(mapy), self.size[1]))
-        up = cv2.remap(self.hwc, np.ascontiguousarray(mx), np.ascontiguousarray(my), cv2.INTER_LINEAR,
-                       borderMode=cv2.BORDER_REPLICATE)
+        shape = (len(mapy), self.size[1])
+        mx, my = (np.ascontiguousarray(np.broadcast_to(m, shape)) for m in (self.mapx, mapy[:, None]))
+        up = cv2.remap(self.hwc, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         return np.moveaxis(up.reshape(len(mapy), self.size[1], self.c), -1, 0)
 
 
@@ -140,8 +140,8 @@ class FrameExposure:
 class ExposureBlend:
     """``F = L_ramp(Σ_i w_i g_i) · Σ_i w_i V_i / L_ramp(g_i)`` (module docstring) for a blend whose
     weights are accumulated elsewhere: :meth:`frame` measures a frame's exposure, its
-    :meth:`FrameExposure.rows` give the two values to weigh in place of its values, and :meth:`finish`
-    turns their two blends into the result. ``size``: ``(H, W)`` of the stack."""
+    :meth:`FrameExposure.rows` give the two values to weigh besides the frame's values, and
+    :meth:`finish` turns the three blends into the result. ``size``: ``(H, W)`` of the stack."""
 
     def __init__(self, size: tuple[int, int]):
         self.size = tuple(size)

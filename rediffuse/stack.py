@@ -565,7 +565,8 @@ def fuse_fold(frames: FrameReader, pair: Callable[[torch.Tensor, torch.Tensor], 
         if logit is not None and (rgb or exposure):
             wgt = torch.sigmoid(logit.float().to(out.device))
             blend = ExposureBlend(tuple(y.shape[-2:])).pair if exposure else _plain_pair
-            out = blend(wgt, fused.to(out.device), y.to(out.device), covered, valid) if exposure else out
+            if exposure and (not rgb or i < frames.n - 1):  # with rgb, the luminance only feeds the next step
+                out = blend(wgt, fused.to(out.device), y.to(out.device), covered, valid)
             if rgb:
                 y_rgb = y_rgb.to(out.device)
                 out_rgb = blend(wgt, fused_rgb.to(out.device), y_rgb, covered, valid)
