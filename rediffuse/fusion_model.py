@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -28,7 +29,7 @@ from .baselines import guided_coefficients
 from .checkpoint import load_model
 from .diffusion import PREDICTIONS, SAMPLERS, get_sampler, get_schedule, sampling_timesteps
 from .layers import resize
-from .runtime import exact_precision, resolve_device
+from .runtime import cpu_has_bf16, exact_precision, resolve_device
 from .tiling import TiledNet, auto_tile, pad_to, plan_tiles
 from .weights import is_shipped_name, resolve_checkpoint
 
@@ -128,6 +129,10 @@ class SamplingModel:
             raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
         if precision == "bf16" and device.startswith("cuda") and not torch.cuda.is_bf16_supported():
             raise RuntimeError("this GPU has no bfloat16 arithmetic; use precision=fp32")
+        if precision == "bf16" and device == "cpu" and not cpu_has_bf16():
+            warnings.warn("precision bf16: this CPU has no bfloat16 arithmetic (AVX-512 BF16 or AMX), so the "
+                          "network runs many times slower than in fp32; use precision=fp32 here", RuntimeWarning,
+                          stacklevel=2)
         self.precision = precision
         path = resolve_checkpoint(checkpoint)
         named = is_shipped_name(checkpoint)

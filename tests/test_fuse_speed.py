@@ -213,6 +213,18 @@ def test_bf16_fuses_like_fp32_and_is_refused_when_unknown(shipped):
         FusionModel(DEFAULT_CHECKPOINT, precision="fp8")
 
 
+def test_bf16_warns_on_a_cpu_without_bfloat16_arithmetic(tiny_checkpoint, monkeypatch, recwarn):
+    import rediffuse.fusion_model as fm
+
+    monkeypatch.setattr(fm, "cpu_has_bf16", lambda: False)
+    with pytest.warns(RuntimeWarning, match="no bfloat16 arithmetic .* use precision=fp32"):
+        fm.SamplingModel(tiny_checkpoint, precision="bf16")
+    fm.SamplingModel(tiny_checkpoint, precision="fp32")  # fp32 never warns
+    monkeypatch.setattr(fm, "cpu_has_bf16", lambda: True)
+    fm.SamplingModel(tiny_checkpoint, precision="bf16")
+    assert not [w for w in recwarn if "bfloat16" in str(w.message)]
+
+
 def test_command_line_precision(tiny_checkpoint, tmp_path, capsys):
     from rediffuse.fuse import PRECISIONS
 
