@@ -37,7 +37,7 @@ __all__ = ["RESULTS_DIR", "TARGETS", "ReportError", "load_records", "render_tabl
 
 RESULTS_DIR = REPO_ROOT / "docs" / "results"
 #: the pages with generated parts, relative to the repository
-TARGETS = ("docs/results.md", "rediffuse/weights/README.md", "README.md", "docs/stacks.md")
+TARGETS = ("docs/results.md", "rediffuse/weights/README.md", "README.md", "docs/stacks.md", "docs/speed.md")
 REQUIRED = ("command", "date", "machine", "git", "provenance", "tables")
 
 _BLOCK = re.compile(r"<!-- results:(?P<name>[^\s>]+)(?P<opts>[^>]*?) -->\n(?P<body>.*?)<!-- /results:(?P=name) -->",
