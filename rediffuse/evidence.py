@@ -25,6 +25,12 @@ with structure decide (normalised convolution), smoothly:
   stack, so every frame of a stack is filled with the same operator and the softmax over frames
   stays order-independent.
 
+**The best of the rest** (:func:`sharpness`, :func:`best_of_rest`): the reference a frame of a stack
+can be weighed against instead of the plain mean of the other frames: their mean weighted by each
+frame's sharpness ``E^β``, so that where one other frame is sharp the reference is that frame, and
+frame i wins only where it is sharper than the sharpest of the rest (what a softmax over frames
+needs), not merely sharper than their mean. For two frames it is the other frame.
+
 Every filter here is symmetric (boxes, Gaussians, anti-aliased bilinear resizing), so the whole
 step commutes with quarter turns up to float round-off.
 """
@@ -38,8 +44,8 @@ from scipy import ndimage
 
 from .layers import resize
 
-__all__ = ["Evidence", "WeakEvidenceFill", "focus_energy", "small_size", "FILL_SIDE", "FILL_WIDTHS",
-           "FLAT_GRADIENT", "STRUCTURE_GRADIENT", "WINDOW"]
+__all__ = ["Evidence", "WeakEvidenceFill", "focus_energy", "small_size", "sharpness", "best_of_rest", "FILL_SIDE",
+           "FILL_WIDTHS", "FLAT_GRADIENT", "STRUCTURE_GRADIENT", "WINDOW", "REFERENCES", "SHARPNESS_POWER"]
 
 #: Box window (pixels) of the focus energy.
 WINDOW = 9
@@ -54,6 +60,15 @@ SUPPORT = 0.05
 #: network's logit and the fill are blended.
 FLAT_GRADIENT = 1.0
 STRUCTURE_GRADIENT = 2.0
+#: What a frame of a stack is weighed against: "mean", the plain mean of the other frames, or "best",
+#: their mean weighted by sharpness (:func:`best_of_rest`). A model trained with one is used with it.
+REFERENCES = ("mean", "best")
+#: β of the best of the rest: each other frame weighs ``E^β`` (E: its focus energy after a Gaussian
+#: of ``_SHARPNESS_SIGMA`` px). 6 makes a frame twice as sharp (E × 4) weigh 4096 times as much.
+SHARPNESS_POWER = 6.0
+_SHARPNESS_SIGMA = 2.0
+# the plain mean's share in the best of the rest: defines it where every other frame has E ≈ 0
+_MEAN_SHARE = 1e-3
 # Brightness offset (grey levels) of the relative energy: keeps near-black regions from dividing by ~0.
 _DARK = 16.0
 _MID = 128.0 + _DARK
@@ -73,6 +88,31 @@ def focus_energy(y: np.ndarray) -> np.ndarray:
     energy = ndimage.uniform_filter(g * g, WINDOW, mode="reflect")
     bright = ndimage.uniform_filter(y, WINDOW, mode="reflect") + np.float32(_DARK)
     return energy / (bright * bright)
+
+
+def sharpness(y: np.ndarray) -> np.ndarray:
+    """``β · log(G₂ * E)`` ``[H, W]`` float32 of a frame ``[C, H, W]`` in [-1, 1] (its channels
+    averaged): the log-weight of the frame in :func:`best_of_rest`. Measured on the frame scaled to
+    a longer side of at most ``2 · FILL_SIDE`` and brought back, so it costs little at 24 MP."""
+    grey = (np.asarray(y, np.float32).mean(0) + 1) * np.float32(127.5)
+    size = grey.shape
+    mid = small_size(*size, 2 * FILL_SIDE)
+    small = grey if mid == size else _shrink(grey, mid)
+    e = ndimage.gaussian_filter(focus_energy(small), _SHARPNESS_SIGMA, mode="reflect", truncate=3.0)
+    z = np.float32(SHARPNESS_POWER) * np.log(np.maximum(e, np.float32(1e-30)))
+    return (z if mid == size else _shrink(z, size)).astype(np.float32)
+
+
+def best_of_rest(num: np.ndarray, den: np.ndarray, w: np.ndarray, y: np.ndarray, total: np.ndarray,
+                 n: int) -> np.ndarray:
+    """Frame i's reference ``[C, H, W]`` float32: the other frames weighted by sharpness. ``num`` =
+    Σ_j w_j y_j and ``den`` = Σ_j w_j over all ``n`` frames (w_j = exp(z_j − m), z_j =
+    :func:`sharpness`, m any per-pixel shift, e.g. the largest z); ``w``, ``y``: frame i's; ``total``
+    = Σ_j y_j. A share of the plain mean keeps it defined where every other frame weighs ~0.
+    Order-independent: it depends on the other frames only through sums."""
+    share = np.float32(_MEAN_SHARE)
+    rest = (num - w * y + share * (total - y)) / (den - w + share * (n - 1))
+    return rest.astype(np.float32)
 
 
 def _shrink(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -53,14 +53,15 @@ import torch
 from tqdm.auto import tqdm
 
 from .align import ALIGN_MODES
-from .data import luma, tensor_to_image, ycbcr_to_rgb
-from .evidence import Evidence
+from .data import image_to_tensor, luma, tensor_to_image, ycbcr_to_rgb
+from .evidence import Evidence, best_of_rest, sharpness
 from .fusion_model import (DEFAULT_SPEED, GUIDE_EPS, GUIDE_RADIUS, MIN_WORKING_SIDE, PRECISIONS, SPEEDS,
                            SamplingModel, SamplingSettings, guided_upsample)
 from .imageio import TiffPage, read_image_native, stack_frames
 from .orientation import canonical_turns, turn
 from .maps import logit_store, write_depth_map, write_weight_maps
-from .stack import TAU, FrameReader, accumulate, check_pixels, check_sizes, fuse_fold, fuse_softmax, strips
+from .stack import (TAU, FrameReader, OnlineSoftmax, accumulate, check_pixels, check_sizes, fuse_fold, fuse_softmax,
+                    strips)
 from .tiling import TILE_BUDGET_BYTES, plan_tiles, tile_window
 from .weights import DEFAULT_CHECKPOINT, SHIPPED_MODELS, WEIGHTS_DIR, checkpoint_available, resolve_checkpoint
 
@@ -370,8 +371,10 @@ def _fuse_frames(frames: FrameReader, fm: FusionModel, st: SamplingSettings, opt
     try:
         with logit_store(opts.save_weights) as keep:
             if opts.symmetric:
+                rest = _best_of_rest(frames, total_sum, c) if fm.stack_reference == "best" else None
                 acc = fuse_softmax(frames, lambda y, r: pair(y, r)[1], total_sum, channels=c, tau=TAU,
-                                   depth=depth, keep=keep, rgb=rgb, exposure=opts.exposure)
+                                   depth=depth, keep=keep, rgb=rgb, exposure=opts.exposure, rest=rest)
+                del rest
                 fused = torch.from_numpy(acc.result())[None]
             else:
                 fused, acc = fuse_fold(frames, pair, channels=c, depth=depth, keep=keep, rgb=rgb,
@@ -386,6 +389,26 @@ def _fuse_frames(frames: FrameReader, fm: FusionModel, st: SamplingSettings, opt
         if bar is not None:
             bar.close()
     return _output(fused, cbcr, bits, any(is_colour), c == 3 or rgb)
+
+
+def _best_of_rest(frames: FrameReader, total: np.ndarray, channels: int
+                  ) -> Callable[[int, np.ndarray, np.ndarray | None], np.ndarray]:
+    """``rest(i, Y_i, valid_i)``: frame i's reference, the best of the other frames
+    (``evidence.best_of_rest``), for a model trained against it. One more pass over the frames sums
+    them weighted by sharpness (a frame counts only where it covers the reference grid)."""
+    sharp = OnlineSoftmax(frames.n, total.shape)
+    for i in range(frames.n):
+        a, valid = frames.frame(i)
+        y = image_to_tensor(a, y_only=channels == 1).numpy()
+        sharp.add(i, np.broadcast_to(sharpness(y), y.shape), y, valid)
+
+    def rest(i: int, y: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+        w = np.exp(sharpness(y) - sharp.m)
+        if valid is not None:
+            w = np.where(valid, w, np.float32(0))
+        return best_of_rest(sharp.num, sharp.d, w, y, total, frames.n)
+
+    return rest
 
 
 def _output(fused: torch.Tensor, cbcr: tuple[np.ndarray, np.ndarray] | None, bits: int, colour: bool,

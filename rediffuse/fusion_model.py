@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from .baselines import guided_coefficients
 from .checkpoint import load_model
 from .diffusion import PREDICTIONS, SAMPLERS, get_sampler, get_schedule, sampling_timesteps
+from .evidence import REFERENCES
 from .layers import resize
 from .runtime import cpu_has_bf16, exact_precision, resolve_device
 from .tiling import TiledNet, auto_tile, pad_to, plan_tiles
@@ -161,6 +162,10 @@ class SamplingModel:
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"{path} uses the prediction {self.prediction!r}, unknown to this version "
                              f"(known: {', '.join(sorted(PREDICTIONS))})")
+        self.stack_reference = cfg.get("stack_reference", "mean")  # what a stack's frames are weighed against
+        if self.stack_reference not in REFERENCES:
+            raise ValueError(f"{path} weighs a stack's frames against {self.stack_reference!r}, unknown to this "
+                             f"version (known: {', '.join(REFERENCES)})")
         self.model.to(device)
         self.device = device
         self.path = path

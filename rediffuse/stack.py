@@ -494,8 +494,10 @@ class OnlineSoftmax:
 
 def fuse_softmax(frames: FrameReader, logit: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                  total: np.ndarray, *, channels: int, tau: float = TAU, depth: bool = False,
-                 keep: str | os.PathLike | None = None, rgb: bool = False, exposure: bool = False) -> OnlineSoftmax:
+                 keep: str | os.PathLike | None = None, rgb: bool = False, exposure: bool = False,
+                 rest: Callable[[int, np.ndarray, np.ndarray | None], np.ndarray] | None = None) -> OnlineSoftmax:
     """Pass 2, order-independent: ``l_i = logit(Y_i, R_i)`` with ``R_i = (total − Y_i) / (N − 1)``
+    (or ``rest(i, Y_i, valid_i)``, e.g. the best of the other frames)
     (``[1, C, H, W]`` tensors in [-1, 1]), accumulated as ``softmax_i(l_i / τ)``; returns the
     accumulator (``result()``: the fused ``[C, H, W]`` in [-1, 1], or ``[3, H, W]`` with ``rgb``: a
     luminance model's weights applied to each frame's R, G and B). A registered frame fades out
@@ -511,12 +513,15 @@ def fuse_softmax(frames: FrameReader, logit: Callable[[torch.Tensor, torch.Tenso
         y = image_to_tensor(a, y_only=channels == 1)
         values = image_to_tensor(a, y_only=False).numpy() if rgb else None
         del a
-        rest = np.empty(y.shape, np.float32)
         yn = y.numpy()
-        for s in strips(y.shape[1]):  # the mean of the other frames, without a float64 copy of the frame
-            rest[:, s] = (total[:, s] - yn[:, s]) / (n - 1)
-        out = logit(y[None], torch.from_numpy(rest)[None])[0].cpu().numpy()
-        del rest
+        if rest is None:
+            ref = np.empty(y.shape, np.float32)
+            for s in strips(y.shape[1]):  # the mean of the other frames, without a float64 copy of the frame
+                ref[:, s] = (total[:, s] - yn[:, s]) / (n - 1)
+        else:
+            ref = rest(i, yn, valid)
+        out = logit(y[None], torch.from_numpy(ref)[None])[0].cpu().numpy()
+        del ref
         penalty = None if valid is None else coverage_penalty(valid, feather)
         acc.add(i, out, yn if values is None else values, valid, scale=1.0 / tau, penalty=penalty)
         del out, y, yn, valid, values, penalty

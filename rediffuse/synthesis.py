@@ -33,6 +33,7 @@ from torch.utils.data import Dataset
 
 from .data import shape_field
 from .defocus import boundary_band, composite_ground_truth, render_stack, soft_layers
+from .evidence import REFERENCES, best_of_rest, sharpness
 from .imageio import IMAGE_EXTENSIONS, read_image, write_image
 from .paths import dataset_dir
 
@@ -291,13 +292,17 @@ class LayeredStackItems(Dataset):
     frame i should win the softmax over frames and 0 where another frame should (against the mean
     of the rest, a frame of the second-best blur looks sharp too: the target says it is not);
     ``"band"`` bool ``[S, S]``. For N = 2 this is a pair whose target is the truth where A is the
-    sharper frame and B where B is.
+    sharper frame and B where B is. ``reference="best"``: ``"B"`` is the best of the other frames
+    instead of their mean (``evidence.best_of_rest``, as ``fuse`` forms it for such a model).
     """
 
     def __init__(self, library: PhotoLibrary, n: int = 10_000, size: int = 128, max_frames: int = 8,
-                 seed: int = 0, nuisances: bool = True) -> None:
+                 seed: int = 0, nuisances: bool = True, reference: str = "mean") -> None:
         if max_frames < 2:
             raise ValueError(f"max_frames must be at least 2, got {max_frames}")
+        if reference not in REFERENCES:
+            raise ValueError(f"reference must be one of {', '.join(REFERENCES)}, got {reference!r}")
+        self.reference = reference
         self.max_frames, self.n, self.seed, self.epoch = int(max_frames), int(n), int(seed), 0
         # one renderer per stack length; each draws its scene from (seed, epoch, index) as LayeredPairs does
         self.stacks = {k: LayeredPairs(library, n=n, size=size, frames=k, seed=seed, nuisances=nuisances)
@@ -319,7 +324,13 @@ class LayeredStackItems(Dataset):
         d = ds.sample(index)
         ys = [_to_unit(d[k]) for k in ds.keys]
         a = ys[i]
-        b = (sum(ys) - a) / (frames - 1)
+        if self.reference == "mean":
+            b = (sum(ys) - a) / (frames - 1)
+        else:
+            y = [t.numpy() for t in ys]
+            z = np.stack([sharpness(t) for t in y])[:, None]  # [N, 1, S, S]
+            w = np.exp(z - z.max(0))
+            b = torch.from_numpy(best_of_rest((w * np.stack(y)).sum(0), w.sum(0), w[i], y[i], sum(y), frames))
         wins = torch.from_numpy(d["sharpest"] == i)[None]
         return {"A": a, "B": b, "GT": torch.where(wins, _to_unit(d["GT"]), b), "band": torch.from_numpy(d["band"]),
                 "stem": f"{d['stem']}-{frames}f{i}"}

@@ -181,16 +181,45 @@ def test_stack_items_are_one_frame_against_the_mean_of_the_rest(photo_folder):
         LayeredStackItems(lib, max_frames=1)
 
 
-def test_training_on_stack_items_runs(photo_folder, tmp_path):
+def test_stack_items_against_the_best_of_the_rest(photo_folder):
+    """``reference="best"``: B is the other frames weighted by sharpness: for two frames the other
+    frame, for more a per-pixel blend of the others (within their range), not their mean."""
+    lib = PhotoLibrary(photo_folder, "train", val_fraction=0.2)
+    best = LayeredStackItems(lib, n=40, size=32, max_frames=5, seed=2, reference="best")
+    mean = LayeredStackItems(lib, n=40, size=32, max_frames=5, seed=2)
+    differs = 0
+    for index in range(40):
+        item, plain = best[index], mean[index]
+        frames, i = (int(x) for x in item["stem"].rsplit("-", 1)[1].split("f"))
+        d = best.stacks[frames].sample(index)
+        ys = torch.stack([torch.from_numpy(d[k].astype(np.float32) / 127.5 - 1)[None] for k in best.stacks[frames].keys])
+        rest = torch.cat([ys[:i], ys[i + 1:]])
+        assert torch.equal(item["A"], plain["A"]) and item["stem"] == plain["stem"]
+        tol = 2e-4  # float32 cancellation where frame i outweighs the rest (0.03 grey levels)
+        assert (item["B"] >= rest.min(0).values - tol).all() and (item["B"] <= rest.max(0).values + tol).all()
+        if frames == 2:
+            assert torch.allclose(item["B"], rest[0], atol=1e-4)
+        else:
+            differs += not torch.allclose(item["B"], plain["B"], atol=1e-3)
+    assert differs >= 10
+    with pytest.raises(ValueError, match="reference must be one of mean, best"):
+        LayeredStackItems(lib, reference="median")
+
+
+@pytest.mark.parametrize("reference", ["mean", "best"])
+def test_training_on_stack_items_runs(photo_folder, tmp_path, reference):
+    from rediffuse.fuse import FusionModel
     from rediffuse.train import TrainConfig, train
 
-    cfg = TrainConfig(layered=50, stack_frames=4, photos=str(photo_folder), crop=32, batch=2, steps=2,
-                      prediction="weights", loss="l1_grad", T=50,
+    cfg = TrainConfig(layered=50, stack_frames=4, stack_reference=reference, photos=str(photo_folder), crop=32,
+                      batch=2, steps=2, prediction="weights", loss="l1_grad", T=50,
                       model=dict(base=8, mults=(1, 2, 2), conv="bconv", groups=2, emb_dim=16, attention=2))
     summary = train(cfg, tmp_path / "run", progress=False)
     assert summary["steps_run"] == 2 and all(np.isfinite(summary["losses"]))
+    assert FusionModel(tmp_path / "run" / "last.pt").stack_reference == reference  # fuse uses it as trained
     for bad, word in [(dict(stack_frames=1), "stack_frames"), (dict(stack_frames=-2), "stack_frames"),
-                      (dict(layered=0, synthetic=4), "layered")]:
+                      (dict(layered=0, synthetic=4), "layered"), (dict(stack_reference="median"), "stack_reference"),
+                      (dict(stack_frames=0, stack_reference="best"), "stack_reference needs stack_frames")]:
         with pytest.raises(ValueError, match=word):
             TrainConfig(**{**cfg.__dict__, **bad}).validate()
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from rediffuse.evidence import Evidence, WeakEvidenceFill, focus_energy
+from rediffuse.evidence import Evidence, WeakEvidenceFill, best_of_rest, focus_energy, sharpness
 from rediffuse.metrics import evaluate, spurious_gradient_fraction
 from rediffuse.orientation import canonical_turns, centroid_moment, turn
 
@@ -144,3 +144,62 @@ def test_fuse_output_turns_exactly_with_its_inputs_and_ignores_their_order(model
     s1 = fuse(frames, model)
     s2 = fuse(frames[::-1], model)
     assert np.array_equal(s1, s2)
+
+
+# ----------------------------------------------------------------------------- the best of the rest
+
+
+def _three_frames(h=64, w=96, seed=3):
+    """[-1, 1] frames [1, H, W]: 0 sharp on the left half, 1 sharp on the right, 2 blurred everywhere."""
+    rng = np.random.default_rng(seed)
+    img = np.clip(128 + 50 * rng.standard_normal((h, w)), 0, 255)
+    blur = ndimage.gaussian_filter(img, 3)
+    left = np.broadcast_to(np.arange(w)[None, :] < w // 2, (h, w))
+    frames = [np.where(left, img, blur), np.where(left, blur, img), blur]
+    return [(f / 127.5 - 1).astype(np.float32)[None] for f in frames], left
+
+
+def _best(frames):
+    z = np.stack([sharpness(y) for y in frames])[:, None]
+    w = np.exp(z - z.max(0))
+    num, den, total = (w * np.stack(frames)).sum(0), w.sum(0), sum(frames)
+    return [best_of_rest(num, den, w[i], frames[i], total, len(frames)) for i in range(len(frames))]
+
+
+def test_best_of_rest_is_the_sharpest_other_frame_and_for_two_frames_the_other():
+    frames, left = _three_frames()
+    rest = _best(frames)
+    inner = np.zeros_like(left)
+    inner[8:-8, 8:40], inner[8:-8, 56:-8] = True, True  # away from the switch and the borders
+    sharp = np.where(left, frames[0], frames[1])  # the sharpest frame other than frame 2, per pixel
+    mean = (frames[0] + frames[1]) / 2
+    err_best = np.abs(rest[2] - sharp)[0][inner].mean()
+    err_mean = np.abs(mean - sharp)[0][inner].mean()
+    assert err_best < 0.01 * err_mean, (err_best, err_mean)
+    # frame 0's rest is frame 1 where frame 1 is sharp (right), not the blurred frame 2
+    assert np.abs(rest[0] - frames[1])[0][inner & ~left].max() < 5e-3  # the plain mean's 1e-3 share
+    # two frames: the rest of each is the other frame
+    two = _best(frames[:2])
+    assert np.abs(two[0] - frames[1]).max() < 1e-4 and np.abs(two[1] - frames[0]).max() < 1e-4
+    # the other frames count through sums only: their order changes nothing
+    again = _best([frames[2], frames[1], frames[0]])
+    assert np.abs(again[0] - rest[2]).max() < 1e-6
+
+
+def test_fuse_weighs_frames_against_the_best_of_the_rest_when_the_model_was_trained_so(tiny_checkpoint,
+                                                                                        tmp_path):
+    from rediffuse.fuse import FusionModel, fuse
+
+    state = torch.load(tiny_checkpoint, weights_only=True)
+    state["config"]["stack_reference"] = "best"
+    torch.save(state, tmp_path / "best.pt")
+    best, mean = FusionModel(tmp_path / "best.pt"), FusionModel(tiny_checkpoint)
+    assert (best.stack_reference, mean.stack_reference) == ("best", "mean")
+    frames = [((f[0] + 1) * 127.5).round().astype(np.uint8) for f in _three_frames()[0]]
+    out = fuse(frames, best)
+    assert np.array_equal(out, fuse(frames[::-1], best))  # still order-independent
+    assert not np.array_equal(out, fuse(frames, mean))
+    state["config"]["stack_reference"] = "median"
+    torch.save(state, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="against 'median', unknown"):
+        FusionModel(tmp_path / "bad.pt")

@@ -64,6 +64,9 @@ def _data_options(p: argparse.ArgumentParser) -> None:
     d.add_argument("--stack-frames", type=nonneg_int, default=SUPPRESS, metavar="N",
                    help="--layered items become stacks of 2 to N frames, each item one frame against the mean "
                         "of the others, as 'rediffuse fuse' weighs stacks (default: 0, pairs)")
+    d.add_argument("--stack-reference", choices=("mean", "best"), default=SUPPRESS,
+                   help="with --stack-frames: each frame against the mean of the others (default) or the best "
+                        "of them (their mean weighted by sharpness); 'rediffuse fuse' uses the model as trained")
     d.add_argument("--photos", default=SUPPRESS, metavar="DIR",
                    help="photo folder for --layered (default: <shared>/data/photos)")
     d.add_argument("--rgb", action="store_true", default=SUPPRESS,
@@ -145,7 +148,7 @@ def _interrupted(args: argparse.Namespace) -> str:
 
 # TrainConfig.validate names these settings in its errors; they are the options of the same names
 _SETTINGS = ("steps", "batch", "crop", "lr", "warmup", "band_weight", "precision", "lr_schedule", "synthetic",
-             "layered", "stack_frames", "workers", "seed", "ckpt_every", "T", "base", "groups")
+             "layered", "stack_frames", "stack_reference", "workers", "seed", "ckpt_every", "T", "base", "groups")
 # The library's messages name parameters ("resume=True", "steps=3"); this command's user typed flags.
 _AS_FLAGS = ((re.compile(r"(?<![-\w])(resume|overwrite)=True\b"), r"--\1"),
              (re.compile(r"(?<![-\w])(steps|lr|precision|synthetic|layered|photos)=\"?([^\s\";,)]*)\"?"), r"--\1 \2"),
@@ -155,7 +158,7 @@ _AS_FLAGS = ((re.compile(r"(?<![-\w])(resume|overwrite)=True\b"), r"--\1"),
 def _explicit(args: argparse.Namespace) -> dict:
     """The configuration values given on the command line (TrainConfig field names; model keys nested)."""
     names = {"data": "data", "exclude": "exclude", "synthetic": "synthetic", "layered": "layered",
-             "stack_frames": "stack_frames", "photos": "photos", "steps": "steps", "batch": "batch", "crop": "crop", "lr": "lr",
+             "stack_frames": "stack_frames", "stack_reference": "stack_reference", "photos": "photos", "steps": "steps", "batch": "batch", "crop": "crop", "lr": "lr",
              "prediction": "prediction", "loss_scale": "loss_scale", "loss": "loss", "T": "T", "seed": "seed",
              "lr_schedule": "lr_schedule", "warmup": "warmup", "init": "init", "band_weight": "band_weight",
              "precision": "precision", "grad_checkpoint": "grad_checkpoint", "workers": "workers",

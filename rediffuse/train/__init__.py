@@ -76,7 +76,7 @@ def build_dataset(cfg: TrainConfig):
         library = library_for(cfg.photos or None, "train", y_only)
         if cfg.stack_frames:
             parts.append(LayeredStackItems(library, n=cfg.layered, size=cfg.crop, max_frames=cfg.stack_frames,
-                                           seed=cfg.seed))
+                                           seed=cfg.seed, reference=cfg.stack_reference))
         else:
             parts.append(LayeredPairs(library, n=cfg.layered, size=cfg.crop, seed=cfg.seed))
     if not parts:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from ..checkpoint import load_checkpoint
+from ..evidence import REFERENCES
 from ..unet import ReDiffuseUNet
 
 __all__ = ["TrainConfig", "PRESETS", "RUNTIME_KEYS", "PRECISIONS", "LR_SCHEDULES", "DATA_KEYS", "RUN_FILES",
@@ -45,6 +46,7 @@ class TrainConfig:
     synthetic: int = 0  # synthetic pairs (skimage photos) mixed in
     layered: int = 0  # pairs per epoch drawn with the layered defocus model from the photos in `photos`
     stack_frames: int = 0  # ≥ 2: each layered item is one frame of a stack of 2 … this many against the mean of the rest
+    stack_reference: str = "mean"  # with stack_frames: "mean" of the rest or "best" of the rest (evidence.best_of_rest)
     photos: str = ""  # folder tree of all-in-focus photos ("" = <shared>/data/photos)
     crop: int = 64
     augment: bool = True  # random rot90 + flip of the folder crops (synthetic/layered pairs are drawn turned anyway)
@@ -98,6 +100,10 @@ class TrainConfig:
             raise ValueError(f"stack_frames must be 0 (pairs) or a whole number ≥ 2, got {self.stack_frames!r}")
         if self.stack_frames and not self.layered:
             raise ValueError("stack_frames needs layered=N: stacks are drawn with the layered defocus model")
+        if self.stack_reference not in REFERENCES:
+            raise ValueError(f"stack_reference must be one of {', '.join(REFERENCES)}, got {self.stack_reference!r}")
+        if self.stack_reference != "mean" and not self.stack_frames:
+            raise ValueError("stack_reference needs stack_frames=N: pairs have no rest to take the best of")
         if not (self.band_weight >= 0 and math.isfinite(self.band_weight)):
             raise ValueError(f"band_weight must be a number ≥ 0, got {self.band_weight!r}")
         if self.band_weight and (self.data or self.synthetic or not self.layered):
