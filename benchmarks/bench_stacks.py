@@ -1,7 +1,7 @@
 """Focus stacks of N frames: rediffuse beside what photographers run, on the same stacks, in one run.
 
     python benchmarks/bench_stacks.py [--part synthetic|real|all] [--frames 5 8] [--stacks 6]
-                                      [--size 384] [--json docs/results/bench-stacks.json]
+                                      [--size 384] [--checkpoints CKPT ...] [--json docs/results/bench-stacks.json]
 
 1. ``synthetic``: ``--stacks`` stacks of each of ``--frames`` frames, ``--size``² pixels, rendered by
    the layered defocus model (``synthesis.LayeredPairs``) from the *validation* photos of
@@ -11,7 +11,8 @@
    (no evidence fill) and with the frames blended as they are (no common exposure, ``exposure=False``), ``align_image_stack -m`` + enfuse (Hugin, as focus stackers run it), and the
    classical baselines generalised to N frames (GFF, focus-select, average; on the frames as they
    are; align_image_stack gets the truth's reference frame first, as it keeps its first frame fixed,
-   and rediffuse that frame as ``reference``). Scored against the truth, 12 px borders left out (breathing): PSNR and SSIM of the grey
+   and rediffuse that frame as ``reference``; each of ``--checkpoints``, a ``.pt`` such as a run of
+   ``rediffuse train --stack-frames``, is one more row with the library's defaults). Scored against the truth, 12 px borders left out (breathing): PSNR and SSIM of the grey
    image, PSNR in the *spread band* (flat pixels of the truth within 15 px of an edge that some
    frame shows blurred: where a defocused edge spreads over its flat surroundings), the spurious
    gradient fraction (SGF: % of pixels with an edge that no frame has, ``metrics``), and the speckle
@@ -125,7 +126,8 @@ def focus_select_depth(frames: list[np.ndarray], window: int = 7) -> np.ndarray:
     return np.argmax(np.stack(e), 0)
 
 
-def part_synthetic(frame_counts: list[int], stacks: int, size: int, threads: int) -> dict:
+def part_synthetic(frame_counts: list[int], stacks: int, size: int, threads: int,
+                   checkpoints: tuple[str, ...] = ()) -> dict:
     from rediffuse.fuse import FusionModel, fuse
     from rediffuse.synthesis import LayeredPairs, PhotoLibrary, default_photo_root
 
@@ -135,6 +137,8 @@ def part_synthetic(frame_counts: list[int], stacks: int, size: int, threads: int
         return {}
     library = PhotoLibrary(root, split="val", y_only=False)
     fm = FusionModel("weights")
+    others = {f"rediffuse ({Path(ck).parent.name if Path(ck).name == 'last.pt' else Path(ck).stem})": FusionModel(ck)
+              for ck in checkpoints}
     have_enfuse = _program("enfuse") and _program("align_image_stack")
     results = {}
     for n in frame_counts:
@@ -153,6 +157,10 @@ def part_synthetic(frame_counts: list[int], stacks: int, size: int, threads: int
                     t0 = time.perf_counter()
                     f = fuse(frames, fm, align="auto", reference=ref, depth_map=tmp / "depth.png",
                              depth_index=True, evidence_fill=fill, exposure=exposure)
+                    outs[name] = (f, np.asarray(Image.open(tmp / "depth.png")).astype(np.int64), time.perf_counter() - t0)
+                for name, model in others.items():
+                    t0 = time.perf_counter()
+                    f = fuse(frames, model, align="auto", reference=ref, depth_map=tmp / "depth.png", depth_index=True)
                     outs[name] = (f, np.asarray(Image.open(tmp / "depth.png")).astype(np.int64), time.perf_counter() - t0)
                 if have_enfuse:
                     paths = []
@@ -243,11 +251,14 @@ def main() -> None:
     p.add_argument("--frames", type=int, nargs="+", default=[5, 8])
     p.add_argument("--stacks", type=int, default=6)
     p.add_argument("--size", type=int, default=384)
+    p.add_argument("--checkpoints", nargs="+", default=[], metavar="CKPT",
+                   help="more models (a .pt or a shipped name), one row each with the library's defaults")
     args = p.parse_args()
     _common.setup(args)
     results: dict = {"threads": args.threads}
     if args.part in ("synthetic", "all"):
-        results["synthetic"] = part_synthetic(args.frames, args.stacks, args.size, args.threads)
+        results["synthetic"] = part_synthetic(args.frames, args.stacks, args.size, args.threads,
+                                              tuple(args.checkpoints))
     if args.part in ("real", "all"):
         results["real"] = part_real(args.threads)
     _common.write_record(args.json, _tables(results.get("synthetic", {})), values=_values(results.get("real", {})),
