@@ -29,9 +29,10 @@ levels than 8 bits, so 16 bits in give 16 bits out. How it treats the stack is o
   ``STACK_MEGAPIXELS``.
 - **Flat regions** (``evidence_fill``, on by default): where every frame is flat, nothing says which
   is sharp; there each weight takes the decision of the nearest structure (``rediffuse.evidence``).
-- **Exposure** (``exposure``, on by default): each frame is blended at the local brightness of the
-  result, so where the weights switch between frames of different exposure or colour no patch shows
-  (``rediffuse.exposure``); a pixel one frame wins outright keeps that frame's value.
+- **Exposure** (``exposure``, on by default): the frames are blended at one smooth local exposure,
+  the one the weights choose, smoothed (``rediffuse.exposure``; differences under 3 % are left
+  alone), so where the weights switch between frames of different exposure or colour no patch
+  shows; a pixel one frame wins outright keeps that frame's value.
 - **Exact quarter turns.** The stack is fused in the quarter turn its content chooses
   (``rediffuse.orientation``) and the result turned back, so a turned stack gives the turned result
   bit for bit.
@@ -110,8 +111,8 @@ class FuseOptions:
     ``images[reference]``. ``symmetric``: the order-independent N-frame fusion (``None``: on for N > 2
     and ``SYMMETRIC_PAIRS`` for N = 2; needs a weight-map model). ``colour``: a name in
     ``COLOUR_MODES``. ``evidence_fill``: flat regions take their weights from their surroundings.
-    ``exposure``: the frames are blended at the local brightness of the result (``rediffuse.exposure``),
-    so frames of different exposure leave no patches where the weights switch (weight-map models).
+    ``exposure``: the frames are blended at one smooth local exposure (``rediffuse.exposure``), so
+    frames of different exposure leave no patches where the weights switch (weight-map models).
     ``bits``: 8, 16, or ``None`` (16 when an input holds finer levels than 8 bits). ``depth_map``: write
     each pixel's strongest frame there (``depth_index``: the index itself, 16-bit PNG/TIFF);
     ``save_weights``: write every frame's weight map into that folder. ``max_pixels``: refuse larger

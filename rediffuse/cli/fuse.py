@@ -231,7 +231,7 @@ def _add_stack_options(p: argparse.ArgumentParser) -> None:
                         "nearest structure, so that frames of different exposure "
                         "leave no blotches (default: on); --no-evidence-fill keeps the network's own weights there")
     p.add_argument("--exposure-blend", action=argparse.BooleanOptionalAction, default=True,
-                   help="blend every frame at the local brightness of the result, so that where the weights "
+                   help="blend the frames at one smooth local exposure, so that where the weights "
                         "switch between frames of different exposure or colour no patch shows (default: on); "
                         "--no-exposure-blend blends the frames' pixels as they are")
     p.add_argument("--stack-megapixels", type=_megapixels, metavar="MP", default=None,
