@@ -197,6 +197,7 @@ def test_command_line_speed_options(tiny_checkpoint, eps_model, tmp_path, capsys
 # ----------------------------------------------------------------------------- bfloat16 network arithmetic
 
 
+@pytest.mark.filterwarnings("ignore:precision bf16:RuntimeWarning")  # slow, not wrong, on a CPU without bfloat16
 def test_bf16_fuses_like_fp32_and_is_refused_when_unknown(shipped):
     _, aligned, gt, _ = misaligned_stack(2, (192, 256), seed=0, shift=0)
     low = FusionModel(DEFAULT_CHECKPOINT, precision="bf16")
