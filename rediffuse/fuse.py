@@ -404,10 +404,14 @@ def _best_of_rest(frames: FrameReader, total: np.ndarray, channels: int
         sharp.add(i, np.broadcast_to(sharpness(y), y.shape), y, valid)
 
     def rest(i: int, y: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
-        w = np.exp(sharpness(y) - sharp.m)
-        if valid is not None:
-            w = np.where(valid, w, np.float32(0))
-        return best_of_rest(sharp.num, sharp.d, w, y, total, frames.n)
+        z = sharpness(y)
+        out = np.empty(y.shape, np.float32)
+        for s in strips(y.shape[1]):  # row strips keep the temporaries small at 24 MP
+            w = np.exp(z[None, s] - sharp.m[:, s])
+            if valid is not None:
+                w = np.where(valid[None, s], w, np.float32(0))
+            out[:, s] = best_of_rest(sharp.num[:, s], sharp.d[:, s], w, y[:, s], total[:, s], frames.n)
+        return out
 
     return rest
 
